@@ -1,0 +1,62 @@
+/*
+ * config.h — the site's YAML configuration (DESIGN.md §3), a superset of the
+ * original MongoMultiMaster file:
+ *
+ *   server_a:                    # any non-reserved key is a server
+ *     id: '2c88ae84-7cb9-40f7-835d-c05e981f564d'
+ *     uri: 'mongodb://127.0.0.1:27019/?replicaSet=a'
+ *   journal: { path: ./mmm-journal }          # reserved
+ *   capture: { servers: [server_a] }          # reserved; default every server
+ *   apply:   { servers: [server_a], workers: 4 }   # reserved; default every server
+ *
+ * Every error is reported as "FILE:LINE:COL: message" (1-based line and
+ * column of the offending node) and cfg_load() returns MMM_ECONFIG; the
+ * caller prints the message and exits 2.  Passwords never reach a message:
+ * URIs are shown through cfg_redact_uri().  A relative journal.path is taken
+ * relative to the directory of the configuration file.
+ */
+#ifndef MMM_CONFIG_H
+#define MMM_CONFIG_H
+#include <stddef.h>
+#include <stdint.h>
+
+struct cfg_server {
+	char *name;              /* the YAML key */
+	char id[37];             /* canonical lowercase UUID text */
+	uint8_t uuid[16];
+	char *uri;               /* as written, password included: never print it */
+	char *uri_redacted;      /* mongodb://user:***@host/... */
+	int line;                /* where the server's key stands */
+};
+
+struct cfg {
+	char *path;              /* the file it was read from */
+	struct cfg_server *servers;
+	size_t nservers;
+	char *journal_path;      /* absolute or relative to cwd; NULL when the file has no journal */
+	size_t *capture;         /* indexes into servers: capture.servers, or every server */
+	size_t ncapture;
+	size_t *apply;           /* indexes into servers: apply.servers, or every server */
+	size_t napply;
+	int apply_workers;       /* apply.workers, default 4 */
+};
+
+/* Loads PATH.  On success *out is the configuration (free with cfg_free()).
+ * On failure returns MMM_ECONFIG (or an errno when the file cannot be read)
+ * and writes one line "FILE:LINE:COL: message" (or "FILE: message") to err. */
+int cfg_load(const char *path, struct cfg **out, char *err, size_t errlen);
+void cfg_free(struct cfg *cfg);
+
+/* Lookup by YAML key, or by UUID (text in any case); NULL when absent. */
+const struct cfg_server *cfg_server_by_name(const struct cfg *cfg, const char *name);
+const struct cfg_server *cfg_server_by_uuid(const struct cfg *cfg, const uint8_t uuid[16]);
+
+/* Copy of URI with any password replaced by "***" (malloc'd; NULL only on ENOMEM). */
+char *cfg_redact_uri(const char *uri);
+
+/* UUID text <-> 16 bytes.  uuid_parse accepts 8-4-4-4-12 hex digits, any
+ * case; returns 0 or MMM_EUSAGE.  uuid_format writes 36 chars + NUL. */
+int uuid_parse(const char *s, uint8_t out[16]);
+void uuid_format(const uint8_t in[16], char out[37]);
+
+#endif

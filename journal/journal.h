@@ -69,6 +69,7 @@ struct jnl_block_info {
 	uint64_t prev_chk, chk;
 	uint32_t count, raw_len;
 	size_t stored_len;
+	int64_t last_wall;        /* wall (ms) of the last entry; 0 when not decoded */
 };
 
 /* One entry handed out by a reader; pointers valid until the next call on the reader. */
@@ -181,12 +182,16 @@ int jnl_verify(struct jnl *j, struct jnl_verify_result *res,
     void (*progress)(void *arg, uint64_t blocks), void *arg);
 
 /* Stores already-encoded blocks of one RECEIVED source in one transaction.
- * Blocks already present with identical bytes are skipped (counted in
- * *skipped); different bytes for an existing key: MMM_ECONFLICT.  The first
- * new block must continue the source's chain (prev ts and checksum), else
- * MMM_EGAP unless ALLOW_GAP.  MSG receives a one-line reason on failure. */
+ * The source (blocks[0].info.source) is created as RECEIVED under NAME
+ * (NULL: its UUID text) in the same transaction; MMM_EOWNER when it is LOCAL.
+ * Blocks already present with identical bytes, or older than what the
+ * journal holds (pruned), are skipped (counted in *skipped); different bytes
+ * for an existing key: MMM_ECONFLICT.  The first new block must continue the
+ * source's chain (prev ts and checksum), else MMM_EGAP unless ALLOW_GAP; a
+ * source the journal holds nothing of may start anywhere.  MSG receives a
+ * one-line reason on failure. */
 struct jnl_blockref { const uint8_t *data; size_t len; struct jnl_block_info info; };
-int jnl_receive_blocks(struct jnl *j, const struct jnl_blockref *blocks, size_t n,
+int jnl_receive_blocks(struct jnl *j, const char *name, const struct jnl_blockref *blocks, size_t n,
     int allow_gap, size_t *added, size_t *skipped, char *msg, size_t msglen);
 
 /* Drops whole blocks whose last ts < BEFORE, never a source's newest block.

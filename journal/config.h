@@ -14,6 +14,13 @@
  * caller prints the message and exits 2.  Passwords never reach a message:
  * URIs are shown through cfg_redact_uri().  A relative journal.path is taken
  * relative to the directory of the configuration file.
+ *
+ * Details: servers keep file order; capture/apply lists keep their listed
+ * order and an explicit empty list means none (capture: {} or no section
+ * means every server).  Server names are non-empty and hold no '/'.  A
+ * relative journal.path comes back absolute (config dir joined to the cwd).
+ * A second YAML document in the file is an error.  libmongoc may still write its
+ * own warnings about a URI to stderr (through its log handler).
  */
 #ifndef MMM_CONFIG_H
 #define MMM_CONFIG_H

@@ -168,7 +168,7 @@ def mdb_used(j):
 
 
 def line(name, ratio, detail, ok):
-    print("%-28s %6.2f  (%s)%s" % (name + ":", ratio, detail, "" if ok else "  MISSED"), flush=True)
+    print("%-28s %6.3f  (%s)%s" % (name + ":", ratio, detail, "" if ok else "  MISSED"), flush=True)
 
 
 def main():

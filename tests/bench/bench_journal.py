@@ -244,7 +244,7 @@ def bench(tmp):
     out = os.path.join(tmp, "dump.bson")
     run(mmm(jbig, "dump", "--format", "bson"), out)
     same = os.path.getsize(out) == size and filecmp(out, big)
-    print("%-28s %6s  (dump --format bson of the 1M journal, byte for byte)"
+    print("%-28s %6s  (dump --format bson of the big journal, byte for byte)"
           % ("dump == oplog.bson:", "yes" if same else "NO"), flush=True)
     os.unlink(out)
 

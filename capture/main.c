@@ -1,0 +1,193 @@
+/* mmm-capture — argument parsing and wiring; the work is in capture.c. */
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <mongoc/mongoc.h>
+#include "capture.h"
+#include "config.h"
+#include "err.h"
+#include "fault.h"
+#include "journal.h"
+#include "log.h"
+#include "ts.h"
+
+static volatile sig_atomic_t stop_flag;
+static volatile sig_atomic_t hup_flag;
+
+static void on_stop(int sig) { (void)sig; stop_flag = 1; }
+static void on_hup(int sig) { (void)sig; hup_flag = 1; }
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	    "usage: mmm-capture -c FILE [--server NAME]... [--from TS] [-n] [-v]\n"
+	    "                   [--log-format text|json] [--log-file FILE]\n"
+	    "\n"
+	    "Tails the oplog of each captured master (capture.servers, default every\n"
+	    "server) into the site's journal, resuming where the journal ends.\n"
+	    "\n"
+	    "  -c, --config FILE     the site's configuration (YAML)\n"
+	    "  -s, --server NAME     capture only this server (repeatable)\n"
+	    "      --from TS         where a source with an empty journal starts\n"
+	    "                        (SECONDS[:INC], ISO-8601 UTC, now-DURATION;\n"
+	    "                        default: its newest oplog entry)\n"
+	    "  -n, --check           check the configuration and exit\n"
+	    "  -v, --verbose         debug logging\n"
+	    "      --log-format F    text (default) or json lines\n"
+	    "      --log-file FILE   append the log to FILE (reopened on SIGHUP)\n"
+	    "  -h, --help            this help\n"
+	    "\n"
+	    "SIGTERM or SIGINT flush the current block and exit 0. Exit 1 when no\n"
+	    "source is left running (a gap, a changed replica set, a journal failure),\n"
+	    "2 on bad usage or configuration.\n");
+}
+
+static void install_signals(void)
+{
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_stop;
+	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_hup;
+	sigaction(SIGHUP, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+}
+
+/* Reopens the log on SIGHUP while the capture threads run. */
+static void *hup_watch(void *arg)
+{
+	(void)arg;
+	while (!stop_flag) {
+		if (hup_flag) {
+			hup_flag = 0;
+			log_reopen();
+		}
+		usleep(100 * 1000);
+	}
+	return NULL;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "config", required_argument, NULL, 'c' },
+		{ "server", required_argument, NULL, 's' },
+		{ "from", required_argument, NULL, 'F' },
+		{ "check", no_argument, NULL, 'n' },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "log-format", required_argument, NULL, 'L' },
+		{ "log-file", required_argument, NULL, 'l' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	const char *config = NULL, *logfile = NULL, *names[64];
+	size_t nnames = 0, idx[64], n = 0;
+	struct cap_options opt = { 0, 0 };
+	struct cfg *cfg = NULL;
+	struct jnl *j = NULL;
+	enum log_fmt fmt = LOG_FMT_TEXT;
+	int check = 0, verbose = 0, ch, rc;
+	char err[1024];
+	pthread_t hup;
+
+	log_init(argv[0], 0, LOG_FMT_TEXT, LOG_F_TIME);
+	while ((ch = getopt_long(argc, argv, "c:s:nvh", longopts, NULL)) != -1) {
+		switch (ch) {
+		case 'c': config = optarg; break;
+		case 's':
+			if (nnames == 64)
+				fatalx("too many --server options");
+			names[nnames++] = optarg;
+			break;
+		case 'F':
+			if (ts_parse(optarg, &opt.from_ts, err, sizeof err) != 0) {
+				log_warnx("%s", err);
+				return 2;
+			}
+			opt.have_from = 1;
+			break;
+		case 'n': check = 1; break;
+		case 'v': verbose = 1; break;
+		case 'L':
+			if (log_parse_format(optarg, &fmt) != 0) {
+				log_warnx("unknown log format '%s': expected text or json", optarg);
+				return 2;
+			}
+			break;
+		case 'l': logfile = optarg; break;
+		case 'h': usage(stdout); return 0;
+		default: usage(stderr); return 2;
+		}
+	}
+	if (optind != argc || config == NULL) {
+		if (optind != argc)
+			log_warnx("unexpected argument '%s'", argv[optind]);
+		else
+			log_warnx("missing -c FILE");
+		usage(stderr);
+		return 2;
+	}
+	log_init(argv[0], verbose, fmt, LOG_F_TIME);
+	if (logfile && (rc = log_set_file(logfile)) != 0) {
+		log_warnx("cannot open log file '%s': %s", logfile, mmm_strerror(rc));
+		return 2;
+	}
+	if (fault_init() != 0)
+		return 2;
+	if ((rc = cfg_load(config, &cfg, err, sizeof err)) != 0) {
+		log_warnx("%s", err);
+		return 2;
+	}
+	if (cfg->journal_path == NULL) {
+		log_warnx("%s: no journal.path: capture needs a journal", config);
+		cfg_free(cfg);
+		return 2;
+	}
+	if (nnames) {
+		for (size_t i = 0; i < nnames; i++) {
+			const struct cfg_server *s = cfg_server_by_name(cfg, names[i]);
+			if (s == NULL) {
+				log_warnx("unknown server '%s' (not in '%s')", names[i], config);
+				cfg_free(cfg);
+				return 2;
+			}
+			idx[n++] = (size_t)(s - cfg->servers);
+		}
+	} else {
+		for (size_t i = 0; i < cfg->ncapture && n < 64; i++)
+			idx[n++] = cfg->capture[i];
+	}
+	if (n == 0) {
+		log_warnx("%s: no server to capture", config);
+		cfg_free(cfg);
+		return 2;
+	}
+	if (check) {
+		printf("configuration '%s' is valid: capturing %zu server%s into '%s'\n", config, n,
+		    n == 1 ? "" : "s", cfg->journal_path);
+		cfg_free(cfg);
+		return 0;
+	}
+	if ((rc = jnl_open(cfg->journal_path, JNL_CREATE, &j)) != 0) {
+		log_warnx("unable to open journal '%s': %s", cfg->journal_path, mmm_strerror(rc));
+		cfg_free(cfg);
+		return 1;
+	}
+	install_signals();
+	mongoc_init();
+	pthread_create(&hup, NULL, hup_watch, NULL);
+	log_info("capturing %zu server%s into '%s'", n, n == 1 ? "" : "s", cfg->journal_path);
+	rc = cap_run(cfg, j, idx, n, &opt, &stop_flag);
+	stop_flag = 1;
+	pthread_join(hup, NULL);
+	log_info("capture stopped%s", rc ? " with errors" : "");
+	jnl_close(j);
+	cfg_free(cfg);
+	mongoc_cleanup();
+	return rc;
+}

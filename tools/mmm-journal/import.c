@@ -189,6 +189,11 @@ static int spool_stdin(int *out)
 		}
 	}
 	free(buf);
+	if (lseek(fd, 0, SEEK_SET) < 0) {
+		log_warnx("unable to read back the spooled stdin: %s", strerror(errno));
+		close(fd);
+		return 1;
+	}
 	*out = fd;
 	return 0;
 fail:

@@ -33,7 +33,7 @@ ENTRIES = int(os.environ.get("MMM_BENCH_ENTRIES") or 1000000)
 SMALL = min(10000, ENTRIES)
 SINCE_LAST = 100
 SOURCE = "6d6d6d00-bead-4000-8000-000000000001"   # fixed source UUID
-RUNS = 3          # best-of for the timings of whole files
+RUNS = 5          # best-of for the timings of whole files (reference and measured alternate)
 SINCE_RUNS = 7    # best-of for the dump --since timings
 MB = 1024 * 1024
 
@@ -47,7 +47,7 @@ class Failed(Exception):
 
 def run(cmd, out=None):
     """Runs CMD with stdout to the file OUT (None: /dev/null); returns
-    (wall seconds, peak RSS in KiB).  Raises Failed on a non-zero exit."""
+    (wall seconds, peak RSS in KiB, CPU seconds).  Raises Failed on a non-zero exit."""
     sink = open(out, "wb") if out else open(os.devnull, "wb")
     try:
         t0 = time.perf_counter()
@@ -63,19 +63,39 @@ def run(cmd, out=None):
     if p.returncode != 0:
         raise Failed("%s exited with %d: %s" % (" ".join(cmd), p.returncode,
                                                 err.decode(errors="replace").strip()[:2000]))
-    return dt, ru.ru_maxrss
+    return dt, ru.ru_maxrss, ru.ru_utime + ru.ru_stime
 
 
-def best(cmd, runs=RUNS, out=None, before=None):
-    """Best wall time of RUNS runs (BEFORE() is called before each one, untimed), and max RSS."""
-    t, rss = None, 0
+class Timing:
+    """Best wall and CPU time of several runs, and the largest peak RSS."""
+
+    def __init__(self):
+        self.wall = self.cpu = None
+        self.rss = 0
+
+    def add(self, wall, rss, cpu):
+        self.wall = wall if self.wall is None else min(self.wall, wall)
+        self.cpu = cpu if self.cpu is None else min(self.cpu, cpu)
+        self.rss = max(self.rss, rss)
+
+
+def best(cmd, runs=RUNS, out=None):
+    t = Timing()
     for _ in range(runs):
+        t.add(*run(cmd, out))
+    return t
+
+
+def pair(ref, cmd, runs=RUNS, before=None):
+    """Runs REF and CMD alternately RUNS times each (BEFORE() untimed before each
+    CMD), so that both see the same load on a shared machine; returns their Timings."""
+    tr, tc = Timing(), Timing()
+    for _ in range(runs):
+        tr.add(*run(ref))
         if before:
             before()
-        dt, r = run(cmd, out)
-        t = dt if t is None else min(t, dt)
-        rss = max(rss, r)
-    return t, rss
+        tc.add(*run(cmd))
+    return tr, tc
 
 
 def entry_offsets(path):
@@ -199,27 +219,23 @@ def bench(tmp):
     jbig = os.path.join(tmp, "j-big")
     jsmall = os.path.join(tmp, "j-small")
 
-    t, _ = run([GEN, "--entries", str(ENTRIES), "-o", big])
+    t = run([GEN, "--entries", str(ENTRIES), "-o", big])[0]
     run([GEN, "--entries", str(SMALL), "-o", small])
     size = os.path.getsize(big)
     print("oplog.bson: %d entries, %.1f MB, %.0f bytes/entry (generated in %.2f s)"
           % (ENTRIES, size / MB, size / ENTRIES, t), flush=True)
 
-    # reference: zstd -3, single thread
-    tz, _ = best(["sh", "-c", 'exec zstd -3 -T1 -q -c "$1" > "$2"', "zstd", big, zst])
-    zbytes = os.path.getsize(zst)
-
-    # import: a fresh journal each run; the last run's journal stays for the rest
+    # reference: zstd -3, single thread; import into a fresh journal each run
+    # (the last run's journal stays for the rest)
     def fresh():
         shutil.rmtree(jbig, ignore_errors=True)
-    ti, rss = run(mmm(jbig, "import-bson", big, "--source", SOURCE))
-    if ti < 20:
-        for _ in range(RUNS - 1):
-            fresh()
-            dt, r = run(mmm(jbig, "import-bson", big, "--source", SOURCE))
-            ti, rss = min(ti, dt), max(rss, r)
-    r = ti / tz
-    line("import/zstd-3 time", r, "import %.2f s, zstd -3 %.2f s; target <= 1.5" % (ti, tz), r <= 1.5)
+    tz, ti = pair(["sh", "-c", 'exec zstd -3 -T1 -q -c "$1" > "$2"', "zstd", big, zst],
+                  mmm(jbig, "import-bson", big, "--source", SOURCE), before=fresh)
+    zbytes = os.path.getsize(zst)
+    r = ti.wall / tz.wall
+    line("import/zstd-3 time", r, "import %.2f s, zstd -3 %.2f s; CPU %.2f s / %.2f s = %.3f; target <= 1.5"
+         % (ti.wall, tz.wall, ti.cpu, tz.cpu, ti.cpu / tz.cpu), r <= 1.5)
+    rss = ti.rss
 
     fsize, used = mdb_used(jbig)
     stored, why = stored_bytes(jbig)
@@ -235,10 +251,10 @@ def bench(tmp):
     line("journal/zstd-3 bytes", r, detail, r <= 1.15)
 
     # whole dump vs zstd -dc
-    td, _ = best(["zstd", "-dc", zst])
-    tj, _ = best(mmm(jbig, "dump", "--format", "bson"))
-    r = tj / td
-    line("dump/zstd-dc time", r, "dump %.2f s, zstd -dc %.2f s; target <= 2.0" % (tj, td), r <= 2.0)
+    td, tj = pair(["zstd", "-dc", zst], mmm(jbig, "dump", "--format", "bson"))
+    r = tj.wall / td.wall
+    line("dump/zstd-dc time", r, "dump %.2f s, zstd -dc %.2f s; CPU %.2f s / %.2f s = %.3f; target <= 2.0"
+         % (tj.wall, td.wall, tj.cpu, td.cpu, tj.cpu / td.cpu), r <= 2.0)
 
     # the dump gives back the file byte for byte
     out = os.path.join(tmp, "dump.bson")
@@ -262,7 +278,7 @@ def bench(tmp):
         run(cmd, out)
         got = os.path.getsize(out)
         os.unlink(out)
-        t, _ = best(cmd, SINCE_RUNS)
+        t = best(cmd, SINCE_RUNS).wall
         res[name] = (t, got == want, len(offs) - k)
     (ts_, oks, ns), (tb, okb, nb) = res["10k"], res["big"]
     r = tb / ts_

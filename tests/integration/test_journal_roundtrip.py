@@ -72,14 +72,16 @@ def gen_oplog(n, seed, sec=1700000000):
     """N synthetic insert entries, strictly ascending ts, ~300 bytes each."""
     rnd = random.Random(seed)
     ui = bson.Binary(uuid.UUID(int=rnd.getrandbits(128)).bytes, 4)
+    text = ''.join(rnd.choice('abcdefgh') for _ in range(4096))
     out, inc = [], 0
     for i in range(n):
         inc += 1
         if inc > rnd.randint(50, 400):
             sec, inc = sec + 1, 1
+        k = rnd.randrange(3800)
         doc = {'op': 'i', 'ns': 'test.c%d' % (i % 3), 'ui': ui,
                'o': {'_id': i, 'name': 'user%06d' % rnd.randrange(10 ** 6),
-                     'pad': ''.join(rnd.choice('abcdefgh') for _ in range(rnd.randint(50, 250)))},
+                     'pad': text[k:k + rnd.randint(50, 250)]},
                'ts': Timestamp(sec, inc), 't': Int64(3), 'v': Int64(2)}
         out.append(bson.BSON.encode(doc))
     return out
@@ -126,7 +128,7 @@ def test_fixtures(tmp):
             p = mj('-j', jdir, 'import-bson', f, '--source', src_uuid(name), '--name', name)
         ndocs = len(split_docs(data))
         total += ndocs
-        check(p.returncode == 0 and one_line(p) and 'imported %d entries' % ndocs in p.err,
+        check(p.returncode == 0 and one_line(p) and 'imported %d entr%s' % (ndocs, 'y' if ndocs == 1 else 'ies') in p.err,
               '%s: import: rc %d: %s' % (base, p.returncode, p.err))
         out = os.path.join(tmp, name + '.out')
         p = mj('-j', jdir, 'export-bson', '--source', name, '-o', out)

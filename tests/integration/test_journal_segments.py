@@ -71,14 +71,16 @@ def gen_oplog(n, seed, sec=1700000000):
     """N synthetic insert entries, strictly ascending ts, ~300 bytes each."""
     rnd = random.Random(seed)
     ui = bson.Binary(uuid.UUID(int=rnd.getrandbits(128)).bytes, 4)
+    text = ''.join(rnd.choice('abcdefgh') for _ in range(4096))
     out, inc = [], 0
     for i in range(n):
         inc += 1
         if inc > rnd.randint(50, 400):
             sec, inc = sec + 1, 1
+        k = rnd.randrange(3800)
         doc = {'op': 'i', 'ns': 'test.c%d' % (i % 3), 'ui': ui,
                'o': {'_id': i, 'name': 'user%06d' % rnd.randrange(10 ** 6),
-                     'pad': ''.join(rnd.choice('abcdefgh') for _ in range(rnd.randint(50, 250)))},
+                     'pad': text[k:k + rnd.randint(50, 250)]},
                'ts': Timestamp(sec, inc), 't': Int64(3), 'v': Int64(2)}
         out.append(bson.BSON.encode(doc))
     return out

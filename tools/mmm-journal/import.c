@@ -506,11 +506,12 @@ int cmd_import(struct mj *m)
 		if (jnl_source_get(m->j, t.uuid, &after) == 0)
 			blocks = after.blocks - t.blocks_before;
 		if (c.skipped)
-			log_info("imported %" PRIu64 " entries (%" PRIu64 " block%s) for source '%s', "
-			    "skipped %" PRIu64, c.keep, blocks, blocks == 1 ? "" : "s", t.label, c.skipped);
+			log_info("imported %" PRIu64 " entr%s (%" PRIu64 " block%s) for source '%s', "
+			    "skipped %" PRIu64, c.keep, c.keep == 1 ? "y" : "ies", blocks,
+			    blocks == 1 ? "" : "s", t.label, c.skipped);
 		else
-			log_info("imported %" PRIu64 " entries (%" PRIu64 " block%s) for source '%s'",
-			    c.keep, blocks, blocks == 1 ? "" : "s", t.label);
+			log_info("imported %" PRIu64 " entr%s (%" PRIu64 " block%s) for source '%s'",
+			    c.keep, c.keep == 1 ? "y" : "ies", blocks, blocks == 1 ? "" : "s", t.label);
 	}
 	ret = 0;
 out:

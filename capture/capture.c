@@ -176,6 +176,7 @@ static int entry_origin(struct cap_source *cs, const bson_t *entry, const struct
 				found = 1;
 			} else if (oplog_applyops_marker(entry, origin)) {
 				found = 1;
+				cs->ddl_ttl = 0;     /* apply's checkpoint closes a DDL bracket */
 				if (in->has_txn && open_chain)
 					txn_remember(cs, in->lsid, in->txn_number, origin);
 			}
@@ -193,11 +194,15 @@ static int entry_origin(struct cap_source *cs, const bson_t *entry, const struct
 			return 0;
 		}
 		if (cs->ddl_ttl > 0) {
+			/* A DDL marker covers the commands of its database until apply's
+			 * closing checkpoint transaction (one source command can log
+			 * several: startIndexBuild + commitIndexBuild, drops + dropDatabase). */
 			char desc[300];
+			size_t dl = strlen(cs->ddl_cmd);
 			oplog_ddl_desc(entry, desc, sizeof desc);
-			if (desc[0] && (cs->ddl_cmd[0] == '\0' || strcmp(desc, cs->ddl_cmd) == 0)) {
+			if (desc[0] && (dl == 0 || (strncmp(in->ns, cs->ddl_cmd, dl) == 0 && in->ns[dl] == '.'))) {
 				memcpy(origin, cs->ddl_origin, 16);
-				cs->ddl_ttl = 0;
+				cs->ddl_ttl = DDL_LOOKAHEAD;
 				return 1;
 			}
 		}

@@ -12,8 +12,10 @@
  * An update's oplog entry carries the _id in `o2`, an insert's in `o`, so the
  * origin is readable from any form the server logs.  Before a DDL command,
  * apply replaces the document "mmm:<origin>:<source>:ddl" with
- * {_id, origin, source, ts, cmd: "<command name> <db>.<coll>"}; capture gives
- * the origin to the next matching command entry it sees.
+ * {_id, origin, source, ts, cmd: "<destination database>"}; capture gives
+ * that origin to the DDL command entries of that database that follow, until
+ * apply's next checkpoint transaction (which closes the bracket) or 64
+ * entries, whichever comes first.
  */
 #ifndef MMM_OPLOG_H
 #define MMM_OPLOG_H

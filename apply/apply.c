@@ -1,0 +1,1295 @@
+/* apply.c — see apply.h. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <mongoc/mongoc.h>
+#include "apply.h"
+#include "diff.h"
+#include "err.h"
+#include "fault.h"
+#include "hash.h"
+#include "links.h"
+#include "log.h"
+#include "oplog.h"
+#include "translate.h"
+
+#define BATCH_OPS        1000
+#define BATCH_BYTES      (8 << 20)
+#define LINKS_EVERY_MS   3000
+#define STATUS_EVERY_MS  1000
+#define IDLE_WAIT_MS     10
+#define BACKOFF_MAX_MS   2000
+#define MAX_CHAINS       64
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void sleep_ms(int ms, volatile sig_atomic_t *stop)
+{
+	for (int waited = 0; waited < ms && !(stop && *stop); waited += 10)
+		usleep(10 * 1000);
+}
+
+const char *app_status_key(const uint8_t dst[16], const uint8_t src[16], char *buf, size_t len)
+{
+	char d[37], s[37];
+	uuid_format(dst, d);
+	uuid_format(src, s);
+	snprintf(buf, len, "apply/%s/%s", d, s);
+	return buf;
+}
+
+static mongoc_client_t *make_client(const char *uri_s, const char *appname, bson_error_t *err)
+{
+	mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_s, err);
+	mongoc_client_t *c;
+	if (uri == NULL)
+		return NULL;
+	if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 2000);
+	if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
+		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 2000);
+	if (!mongoc_uri_has_option(uri, MONGOC_URI_HEARTBEATFREQUENCYMS))
+		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 500);
+	mongoc_uri_set_appname(uri, appname);
+	c = mongoc_client_new_from_uri_with_error(uri, err);
+	mongoc_uri_destroy(uri);
+	if (c)
+		mongoc_client_set_error_api(c, MONGOC_ERROR_API_VERSION_2);
+	return c;
+}
+
+/* ---- documents touched by a batch ---------------------------------------- */
+
+/* The state of one (namespace, _id) while a batch is computed. */
+struct docstate {
+	char ns[LINK_NS_MAX];
+	bson_t *id;            /* {_id: v} */
+	uint64_t key;
+	int need_fetch;        /* first op needs the current document */
+	int known;             /* doc/absent below is what the server has (after our ops) */
+	int present;
+	int touched;           /* ops changed it: write it */
+	bson_t *doc;
+	size_t order;          /* last touch, for the order of writes */
+};
+
+struct docset {
+	struct docstate *d;
+	size_t n, cap;
+	size_t *slots;         /* open addressing: index + 1, 0 = empty */
+	size_t nslots;
+};
+
+static uint64_t doc_key(const char *ns, const bson_t *id)
+{
+	return mmm_xxh64(bson_get_data(id), id->len, mmm_xxh64(ns, strlen(ns), 0));
+}
+
+static void docset_clear(struct docset *s)
+{
+	for (size_t i = 0; i < s->n; i++) {
+		bson_destroy(s->d[i].id);
+		if (s->d[i].doc)
+			bson_destroy(s->d[i].doc);
+	}
+	s->n = 0;
+	if (s->slots)
+		memset(s->slots, 0, s->nslots * sizeof *s->slots);
+}
+
+static void docset_free(struct docset *s)
+{
+	docset_clear(s);
+	free(s->d);
+	free(s->slots);
+	memset(s, 0, sizeof *s);
+}
+
+static int docset_rehash(struct docset *s, size_t nslots)
+{
+	size_t *slots = calloc(nslots, sizeof *slots);
+	if (slots == NULL)
+		return ENOMEM;
+	for (size_t i = 0; i < s->n; i++) {
+		size_t h = s->d[i].key & (nslots - 1);
+		while (slots[h])
+			h = (h + 1) & (nslots - 1);
+		slots[h] = i + 1;
+	}
+	free(s->slots);
+	s->slots = slots;
+	s->nslots = nslots;
+	return 0;
+}
+
+/* Finds or adds the state of (NS, ID). */
+static struct docstate *docset_get(struct docset *s, const char *ns, const bson_t *id, int add)
+{
+	uint64_t key = doc_key(ns, id);
+	size_t h;
+	struct docstate *d;
+
+	if (s->nslots == 0 || (s->n + 1) * 2 > s->nslots)
+		if (docset_rehash(s, s->nslots ? s->nslots * 2 : 1024) != 0)
+			return NULL;
+	for (h = key & (s->nslots - 1); s->slots[h]; h = (h + 1) & (s->nslots - 1)) {
+		d = &s->d[s->slots[h] - 1];
+		if (d->key == key && strcmp(d->ns, ns) == 0 && bson_equal(d->id, id))
+			return d;
+	}
+	if (!add)
+		return NULL;
+	if (s->n == s->cap) {
+		size_t cap = s->cap ? s->cap * 2 : 256;
+		struct docstate *nd = realloc(s->d, cap * sizeof *nd);
+		if (nd == NULL)
+			return NULL;
+		s->d = nd;
+		s->cap = cap;
+	}
+	d = &s->d[s->n];
+	memset(d, 0, sizeof *d);
+	snprintf(d->ns, sizeof d->ns, "%s", ns);
+	d->id = bson_copy(id);
+	d->key = key;
+	s->slots[h] = ++s->n;
+	return d;
+}
+
+/* ---- pairs ---------------------------------------------------------------- */
+
+struct chain {                 /* an open partialTxn chain or prepared transaction */
+	uint8_t lsid[16];
+	int64_t txn;
+	uint64_t first_ts;
+	struct tr_list ops;
+	int used;
+};
+
+struct app;
+
+struct pair {
+	struct app *app;
+	const struct cfg_server *dst;
+	uint8_t src[16];
+	char src_name[128];
+	pthread_t thread;
+	int started, done, failed;
+	pthread_mutex_t mu;
+	struct app_link *links;        /* guarded by mu; replaced by the destination thread */
+	size_t nlinks;
+	int links_gen;
+	/* the pair thread's own state */
+	struct app_link *my_links;
+	size_t my_nlinks;
+	int my_gen;
+	mongoc_client_t *client;
+	uint64_t ckpt_ts;              /* the destination holds everything up to here */
+	uint64_t consumed_ts;          /* read up to here */
+	int64_t consumed_wall;
+	struct chain chains[MAX_CHAINS];
+	struct tr_list batch;
+	uint8_t batch_origin[16];
+	uint64_t batch_last_ts;
+	size_t batch_bytes;
+	struct docset docs;
+	const char *state;
+	char last_error[768];
+	uint64_t applied_entries;
+	int64_t status_at;
+};
+
+struct dest {
+	struct app *app;
+	const struct cfg_server *srv;
+	pthread_t thread;
+	struct pair **pairs;
+	size_t npairs;
+};
+
+struct app {
+	const struct cfg *cfg;
+	struct jnl *j;
+	volatile sig_atomic_t *stop;
+	atomic_int fatal;
+};
+
+static void pair_status(struct pair *p)
+{
+	char key[96], ts[32];
+	struct jnl_source src;
+	bson_t doc, arr;
+	double lag = 0;
+
+	if (jnl_source_get(p->app->j, p->src, &src) == 0 && src.last_ts > p->consumed_ts && src.last_wall &&
+	    p->consumed_wall)
+		lag = (double)(src.last_wall - p->consumed_wall) / 1000.0;
+	if (lag < 0)
+		lag = 0;
+	bson_init(&doc);
+	BSON_APPEND_UTF8(&doc, "dst", p->dst->name);
+	BSON_APPEND_UTF8(&doc, "src", p->src_name);
+	BSON_APPEND_UTF8(&doc, "state", p->state);
+	BSON_APPEND_TIMESTAMP(&doc, "applied_ts", JNL_TS_SEC(p->consumed_ts), JNL_TS_INC(p->consumed_ts));
+	BSON_APPEND_DATE_TIME(&doc, "applied_wall", p->consumed_wall);
+	BSON_APPEND_TIMESTAMP(&doc, "checkpoint_ts", JNL_TS_SEC(p->ckpt_ts), JNL_TS_INC(p->ckpt_ts));
+	BSON_APPEND_DOUBLE(&doc, "lag_s", lag);
+	BSON_APPEND_INT64(&doc, "entries", (int64_t)p->applied_entries);
+	BSON_APPEND_INT64(&doc, "conflicts", 0);
+	BSON_APPEND_UTF8(&doc, "last_error", p->last_error);
+	BSON_APPEND_ARRAY_BEGIN(&doc, "links", &arr);
+	for (size_t i = 0; i < p->my_nlinks; i++) {
+		char k[24];
+		snprintf(k, sizeof k, "%zu", i);
+		BSON_APPEND_UTF8(&arr, k, p->my_links[i].id);
+	}
+	bson_append_array_end(&doc, &arr);
+	BSON_APPEND_DATE_TIME(&doc, "updated", wall_ms());
+	BSON_APPEND_INT32(&doc, "pid", (int32_t)getpid());
+	jnl_status_put(p->app->j, app_status_key(p->dst->uuid, p->src, key, sizeof key), &doc);
+	bson_destroy(&doc);
+	p->status_at = mono_ms();
+	(void)ts;
+}
+
+static void set_state(struct pair *p, const char *state)
+{
+	if (p->state != state) {
+		p->state = state;
+		pair_status(p);
+	}
+}
+
+/* Takes the newest link set from the destination thread. */
+static void pair_sync_links(struct pair *p)
+{
+	pthread_mutex_lock(&p->mu);
+	if (p->links_gen != p->my_gen) {
+		free(p->my_links);
+		p->my_links = NULL;
+		p->my_nlinks = 0;
+		if (p->nlinks && (p->my_links = malloc(p->nlinks * sizeof *p->my_links)) != NULL) {
+			memcpy(p->my_links, p->links, p->nlinks * sizeof *p->my_links);
+			p->my_nlinks = p->nlinks;
+		}
+		p->my_gen = p->links_gen;
+	}
+	pthread_mutex_unlock(&p->mu);
+}
+
+static int err_has_label(const bson_t *reply, const char *label)
+{
+	bson_iter_t it, arr;
+	if (!reply || !bson_iter_init_find(&it, reply, "errorLabels") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+	    !bson_iter_recurse(&it, &arr))
+		return 0;
+	while (bson_iter_next(&arr))
+		if (BSON_ITER_HOLDS_UTF8(&arr) && strcmp(bson_iter_utf8(&arr, NULL), label) == 0)
+			return 1;
+	return 0;
+}
+
+/* Network trouble, step-downs, write conflicts: worth retrying. */
+static int is_transient(const bson_error_t *e, const bson_t *reply)
+{
+	static const int codes[] = { 112, 251, 10107, 13435, 11602, 189, 91, 6, 7, 89, 9001, 262, 50, 0 };
+	if (err_has_label(reply, "TransientTransactionError") || err_has_label(reply, "UnknownTransactionCommitResult") ||
+	    err_has_label(reply, "RetryableWriteError"))
+		return 1;
+	if (e->domain == MONGOC_ERROR_STREAM || e->domain == MONGOC_ERROR_SERVER_SELECTION ||
+	    e->domain == MONGOC_ERROR_CLIENT)
+		return 1;
+	for (int i = 0; codes[i]; i++)
+		if ((int)e->code == codes[i])
+			return 1;
+	return 0;
+}
+
+/* ---- checkpoints ---------------------------------------------------------- */
+
+/* Reads the destination's checkpoint for this source: 0, or an error. */
+static int load_checkpoint(struct pair *p, uint64_t *ts, uint64_t *from, bson_error_t *err)
+{
+	mongoc_collection_t *coll = mongoc_client_get_collection(p->client, "mmm", "checkpoints");
+	bson_t filter = BSON_INITIALIZER;
+	mongoc_cursor_t *cur;
+	const bson_t *doc;
+	int rc = 0;
+
+	*ts = *from = 0;
+	BSON_APPEND_BINARY(&filter, "source", BSON_SUBTYPE_UUID, p->src, 16);
+	cur = mongoc_collection_find_with_opts(coll, &filter, NULL, NULL);
+	while (mongoc_cursor_next(cur, &doc)) {
+		bson_iter_t it;
+		uint32_t s, i;
+		uint64_t t = 0, f = 0;
+		const char *worker = NULL;
+		uint8_t origin[16];
+		if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it))
+			oplog_marker_parse(bson_iter_utf8(&it, NULL), origin, &worker);
+		if (worker && strcmp(worker, "ddl") == 0)
+			continue;
+		if (bson_iter_init_find(&it, doc, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it)) {
+			bson_iter_timestamp(&it, &s, &i);
+			t = JNL_TS(s, i);
+		}
+		if (bson_iter_init_find(&it, doc, "from") && BSON_ITER_HOLDS_TIMESTAMP(&it)) {
+			bson_iter_timestamp(&it, &s, &i);
+			f = JNL_TS(s, i);
+		}
+		if (t > *ts) {
+			*ts = t;
+			*from = f ? f : t;
+		}
+	}
+	if (mongoc_cursor_error(cur, err))
+		rc = MMM_ESERVER;
+	mongoc_cursor_destroy(cur);
+	mongoc_collection_destroy(coll);
+	bson_destroy(&filter);
+	return rc;
+}
+
+/* Where a resumed read must start: the oldest open chain, else after TS. */
+static uint64_t resume_from(const struct pair *p, uint64_t ts)
+{
+	uint64_t from = ts;
+	for (int i = 0; i < MAX_CHAINS; i++)
+		if (p->chains[i].used && p->chains[i].first_ts <= from)
+			from = p->chains[i].first_ts - 1;
+	return from;
+}
+
+static int upsert_marker(struct pair *p, mongoc_client_session_t *s, const uint8_t origin[16],
+    uint64_t ts, bson_error_t *err, bson_t *reply)
+{
+	mongoc_collection_t *coll = mongoc_client_get_collection(p->client, "mmm", "checkpoints");
+	bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set, opts = BSON_INITIALIZER;
+	char id[128];
+	uint64_t from = resume_from(p, ts);
+	int ok;
+
+	oplog_marker_id(origin, p->src, "w0", id, sizeof id);
+	BSON_APPEND_UTF8(&sel, "_id", id);
+	BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
+	BSON_APPEND_BINARY(&set, "origin", BSON_SUBTYPE_UUID, origin, 16);
+	BSON_APPEND_BINARY(&set, "source", BSON_SUBTYPE_UUID, p->src, 16);
+	BSON_APPEND_TIMESTAMP(&set, "ts", JNL_TS_SEC(ts), JNL_TS_INC(ts));
+	BSON_APPEND_TIMESTAMP(&set, "from", JNL_TS_SEC(from), JNL_TS_INC(from));
+	bson_append_document_end(&upd, &set);
+	BSON_APPEND_BOOL(&opts, "upsert", true);
+	if (s && !mongoc_client_session_append(s, &opts, err)) {
+		ok = 0;
+		bson_init(reply);
+	} else {
+		ok = mongoc_collection_update_one(coll, &sel, &upd, &opts, reply, err);
+	}
+	mongoc_collection_destroy(coll);
+	bson_destroy(&sel);
+	bson_destroy(&upd);
+	bson_destroy(&opts);
+	return ok;
+}
+
+/* ---- executing a batch ---------------------------------------------------- */
+
+static void split_ns(const char *ns, char *db, size_t dblen, char *coll, size_t clen)
+{
+	const char *dot = strchr(ns, '.');
+	snprintf(db, dblen, "%.*s", dot ? (int)(dot - ns) : (int)strlen(ns), ns);
+	snprintf(coll, clen, "%s", dot ? dot + 1 : "");
+}
+
+/* Reads, within the transaction, the documents whose first op needs them. */
+static int prefetch(struct pair *p, mongoc_client_session_t *s, bson_error_t *err, bson_t *reply)
+{
+	struct docset *ds = &p->docs;
+	int ok = 1;
+
+	bson_init(reply);
+	for (size_t i = 0; i < ds->n && ok; i++) {
+		/* one query per namespace, for every document of it still to fetch */
+		if (!ds->d[i].need_fetch || ds->d[i].known)
+			continue;
+		const char *ns = ds->d[i].ns;
+		char db[LINK_NS_MAX], coll[LINK_NS_MAX], k[16];
+		bson_t filter = BSON_INITIALIZER, sub, in, opts = BSON_INITIALIZER;
+		size_t cnt = 0;
+		const bson_t *doc;
+		mongoc_collection_t *c;
+		mongoc_cursor_t *cur;
+
+		BSON_APPEND_DOCUMENT_BEGIN(&filter, "_id", &sub);
+		BSON_APPEND_ARRAY_BEGIN(&sub, "$in", &in);
+		for (size_t jx = i; jx < ds->n; jx++) {
+			struct docstate *d = &ds->d[jx];
+			bson_iter_t it;
+			if (!d->need_fetch || d->known || strcmp(d->ns, ns) != 0)
+				continue;
+			snprintf(k, sizeof k, "%zu", cnt++);
+			bson_iter_init_find(&it, d->id, "_id");
+			bson_append_iter(&in, k, -1, &it);
+			d->known = 1;          /* absent unless the query returns it */
+			d->present = 0;
+		}
+		bson_append_array_end(&sub, &in);
+		bson_append_document_end(&filter, &sub);
+		split_ns(ns, db, sizeof db, coll, sizeof coll);
+		c = mongoc_client_get_collection(p->client, db, coll);
+		if (!mongoc_client_session_append(s, &opts, err)) {
+			ok = 0;
+		} else {
+			cur = mongoc_collection_find_with_opts(c, &filter, &opts, NULL);
+			while (mongoc_cursor_next(cur, &doc)) {
+				bson_iter_t it;
+				bson_t id = BSON_INITIALIZER;
+				struct docstate *d;
+				if (bson_iter_init_find(&it, doc, "_id"))
+					bson_append_iter(&id, "_id", 3, &it);
+				d = docset_get(ds, ns, &id, 0);
+				bson_destroy(&id);
+				if (d) {
+					d->present = 1;
+					d->doc = bson_copy(doc);
+				}
+			}
+			if (mongoc_cursor_error_document(cur, err, &doc)) {
+				ok = 0;
+				bson_destroy(reply);
+				bson_copy_to(doc, reply);
+			}
+			mongoc_cursor_destroy(cur);
+		}
+		mongoc_collection_destroy(c);
+		bson_destroy(&filter);
+		bson_destroy(&opts);
+	}
+	return ok;
+}
+
+/* Runs the batch's ops against the document states: the first pass marks
+ * what must be fetched (FETCH_PASS), the second computes post-images. */
+static int simulate(struct pair *p, size_t from, size_t to, int fetch_pass, char *why, size_t whylen,
+    uint64_t *bad_ts, const char **bad_ns)
+{
+	struct docset *ds = &p->docs;
+	for (size_t i = from; i < to; i++) {
+		struct tr_op *op = &p->batch.ops[i];
+		struct docstate *d = docset_get(ds, op->ns, op->id, 1);
+		if (d == NULL)
+			return ENOMEM;
+		if (fetch_pass) {
+			if (!d->known && !d->need_fetch && op->kind == 'u')
+				d->need_fetch = 1;
+			else if (!d->need_fetch)
+				d->known = 1;      /* an insert, replacement or delete decides it */
+			continue;
+		}
+		d->order = i;
+		switch (op->kind) {
+		case 'i':
+		case 'r': {
+			bson_iter_t it;
+			bson_t *doc;
+			if (bson_iter_init_find(&it, op->o, "_id")) {
+				doc = bson_copy(op->o);
+			} else {   /* a replacement without _id keeps the document's */
+				doc = bson_copy(op->id);
+				bson_concat(doc, op->o);
+			}
+			if (d->doc)
+				bson_destroy(d->doc);
+			d->doc = doc;
+			d->present = d->known = d->touched = 1;
+			break;
+		}
+		case 'd':
+			if (d->doc)
+				bson_destroy(d->doc);
+			d->doc = NULL;
+			d->present = 0;
+			d->known = d->touched = 1;
+			break;
+		case 'u': {
+			bson_t out;
+			char err[256];
+			if (!d->present) {
+				/* The document is not on the destination: an update matches
+				 * nothing, as on the source's secondaries. */
+				log_debug("update of a document missing on '%s' in %s", p->dst->name, op->ns);
+				break;
+			}
+			if (diff_apply_update(d->doc, op->o, &out, err, sizeof err) != 0) {
+				bson_destroy(&out);
+				snprintf(why, whylen, "cannot apply update: %s", err);
+				*bad_ts = op->ts;
+				*bad_ns = op->ns;
+				return MMM_EUSAGE;
+			}
+			bson_destroy(d->doc);
+			d->doc = bson_copy(&out);
+			bson_destroy(&out);
+			d->touched = 1;
+			break;
+		}
+		}
+	}
+	return 0;
+}
+
+static int cmp_order(const void *a, const void *b)
+{
+	const struct docstate *x = *(const struct docstate *const *)a, *y = *(const struct docstate *const *)b;
+	int c = strcmp(x->ns, y->ns);
+	if (c)
+		return c;
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Writes the final state of every touched document, one ordered bulk per namespace. */
+static int write_docs(struct pair *p, mongoc_client_session_t *s, bson_error_t *err, bson_t *reply)
+{
+	struct docset *ds = &p->docs;
+	struct docstate **v = malloc((ds->n ? ds->n : 1) * sizeof *v);
+	size_t n = 0;
+	int ok = 1;
+
+	bson_init(reply);
+	if (v == NULL)
+		return 0;
+	for (size_t i = 0; i < ds->n; i++)
+		if (ds->d[i].touched)
+			v[n++] = &ds->d[i];
+	qsort(v, n, sizeof *v, cmp_order);
+	for (size_t i = 0; i < n && ok;) {
+		char db[LINK_NS_MAX], coll[LINK_NS_MAX];
+		mongoc_collection_t *c;
+		mongoc_bulk_operation_t *bulk;
+		bson_t opts = BSON_INITIALIZER;
+		size_t jx;
+
+		split_ns(v[i]->ns, db, sizeof db, coll, sizeof coll);
+		c = mongoc_client_get_collection(p->client, db, coll);
+		BSON_APPEND_BOOL(&opts, "ordered", true);
+		mongoc_client_session_append(s, &opts, NULL);
+		bulk = mongoc_collection_create_bulk_operation_with_opts(c, &opts);
+		for (jx = i; jx < n && strcmp(v[jx]->ns, v[i]->ns) == 0; jx++) {
+			if (v[jx]->present) {
+				bson_t ro = BSON_INITIALIZER;
+				BSON_APPEND_BOOL(&ro, "upsert", true);
+				ok = mongoc_bulk_operation_replace_one_with_opts(bulk, v[jx]->id, v[jx]->doc, &ro, err);
+				bson_destroy(&ro);
+			} else {
+				ok = mongoc_bulk_operation_remove_one_with_opts(bulk, v[jx]->id, NULL, err);
+			}
+			if (!ok)
+				break;
+		}
+		if (ok) {
+			bson_destroy(reply);
+			ok = mongoc_bulk_operation_execute(bulk, reply, err) != 0;
+		}
+		mongoc_bulk_operation_destroy(bulk);
+		mongoc_collection_destroy(c);
+		bson_destroy(&opts);
+		i = jx;
+	}
+	free(v);
+	return ok;
+}
+
+/* Commits ops [FROM, TO) of the batch with the checkpoint at CKPT_TS in one
+ * transaction.  Returns 0, 1 for a transient failure (retry), or
+ * MMM_ESERVER / MMM_EUSAGE for a permanent one (why filled). */
+static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, char *why, size_t whylen,
+    uint64_t *bad_ts, const char **bad_ns)
+{
+	mongoc_client_session_t *s = NULL;
+	bson_error_t err;
+	bson_t reply = BSON_INITIALIZER;
+	int rc = 0, ok;
+
+	memset(&err, 0, sizeof err);
+	docset_clear(&p->docs);
+	if ((rc = simulate(p, from, to, 1, why, whylen, bad_ts, bad_ns)) != 0)
+		goto out;
+	if ((s = mongoc_client_start_session(p->client, NULL, &err)) == NULL) {
+		rc = 1;
+		snprintf(why, whylen, "%s", err.message);
+		goto out;
+	}
+	if (!mongoc_client_session_start_transaction(s, NULL, &err)) {
+		rc = 1;
+		snprintf(why, whylen, "%s", err.message);
+		goto out;
+	}
+	bson_destroy(&reply);
+	ok = upsert_marker(p, s, p->batch_origin, ckpt_ts, &err, &reply);
+	if (ok) {
+		bson_destroy(&reply);
+		ok = prefetch(p, s, &err, &reply);
+	}
+	if (ok && (rc = simulate(p, from, to, 0, why, whylen, bad_ts, bad_ns)) != 0) {
+		mongoc_client_session_abort_transaction(s, NULL);
+		goto out;
+	}
+	if (ok) {
+		bson_destroy(&reply);
+		ok = write_docs(p, s, &err, &reply);
+	}
+	if (ok && (rc = fault_hit("apply_txn")) != 0) {
+		snprintf(why, whylen, "fault apply_txn: %s", mmm_strerror(rc));
+		mongoc_client_session_abort_transaction(s, NULL);
+		rc = 1;
+		goto out;
+	}
+	if (ok) {
+		bson_destroy(&reply);
+		ok = mongoc_client_session_commit_transaction(s, &reply, &err);
+		for (int tries = 0; !ok && tries < 3 && err_has_label(&reply, "UnknownTransactionCommitResult"); tries++) {
+			bson_destroy(&reply);
+			ok = mongoc_client_session_commit_transaction(s, &reply, &err);
+		}
+	}
+	if (!ok) {
+		snprintf(why, whylen, "%s", err.message);
+		rc = is_transient(&err, &reply) ? 1 : MMM_ESERVER;
+		mongoc_client_session_abort_transaction(s, NULL);
+		goto out;
+	}
+	fault_hit("apply_committed");
+out:
+	if (s)
+		mongoc_client_session_destroy(s);
+	bson_destroy(&reply);
+	return rc;
+}
+
+static void stop_pair(struct pair *p, uint64_t ts, const char *ns, const char *why)
+{
+	char t[32];
+	snprintf(p->last_error, sizeof p->last_error, "apply of '%s' into '%s' stopped at %s (%s): %s",
+	    p->src_name, p->dst->name, jnl_ts_str(ts, t, sizeof t), ns && ns[0] ? ns : "-", why);
+	log_warnx("%s", p->last_error);
+	p->failed = 1;
+	set_state(p, "stopped");
+}
+
+/* Commits the pending batch (retrying transient failures).  On a permanent
+ * failure, retries entry by entry to name the one that fails, commits those
+ * before it, and stops the pair.  Returns 0, or -1 when the pair stopped. */
+static int flush_batch(struct pair *p)
+{
+	char why[512];
+	int backoff = 50;
+	uint64_t bad_ts = 0;
+	const char *bad_ns = NULL;
+	int rc;
+
+	if (p->batch.n == 0)
+		return 0;
+	for (;;) {
+		if (*p->app->stop)
+			return -1;
+		rc = run_txn(p, 0, p->batch.n, p->batch_last_ts, why, sizeof why, &bad_ts, &bad_ns);
+		if (rc == 0)
+			break;
+		if (rc == 1) {
+			snprintf(p->last_error, sizeof p->last_error, "%s", why);
+			set_state(p, "retrying");
+			log_debug("apply into '%s': %s; retrying in %d ms", p->dst->name, why, backoff);
+			sleep_ms(backoff, p->app->stop);
+			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+			continue;
+		}
+		if (rc == MMM_EUSAGE) {
+			stop_pair(p, bad_ts, bad_ns, why);
+			return -1;
+		}
+		/* A permanent server error: find the entry, commit what precedes it. */
+		for (size_t i = 0; i < p->batch.n;) {
+			size_t jx = i;
+			uint64_t ts = p->batch.ops[i].ts;
+			while (jx < p->batch.n && p->batch.ops[jx].ts == ts)
+				jx++;
+			do {
+				rc = run_txn(p, i, jx, ts, why, sizeof why, &bad_ts, &bad_ns);
+				if (rc == 1)
+					sleep_ms(100, p->app->stop);
+			} while (rc == 1 && !*p->app->stop);
+			if (rc != 0) {
+				stop_pair(p, ts, p->batch.ops[i].ns, why);
+				return -1;
+			}
+			p->ckpt_ts = ts;
+			i = jx;
+		}
+		break;   /* the failure did not come back entry by entry */
+	}
+	p->ckpt_ts = p->batch_last_ts;
+	p->applied_entries += p->batch.n;
+	tr_list_clear(&p->batch);
+	p->batch_bytes = 0;
+	if (strcmp(p->state, "running") != 0) {
+		p->last_error[0] = '\0';
+		set_state(p, "running");
+	}
+	return 0;
+}
+
+/* Writes only the checkpoint (after DDL), in a transaction of its own. */
+static int checkpoint_only(struct pair *p, const uint8_t origin[16], uint64_t ts)
+{
+	bson_error_t err;
+	bson_t reply;
+	int backoff = 50;
+	for (;;) {
+		mongoc_client_session_t *s = mongoc_client_start_session(p->client, NULL, &err);
+		int ok = s && mongoc_client_session_start_transaction(s, NULL, &err);
+		if (ok) {
+			ok = upsert_marker(p, s, origin, ts, &err, &reply);
+			bson_destroy(&reply);
+		}
+		if (ok) {
+			ok = mongoc_client_session_commit_transaction(s, &reply, &err);
+			bson_destroy(&reply);
+		}
+		if (s)
+			mongoc_client_session_destroy(s);
+		if (ok) {
+			p->ckpt_ts = ts;
+			return 0;
+		}
+		if (*p->app->stop)
+			return -1;
+		snprintf(p->last_error, sizeof p->last_error, "%s", err.message);
+		sleep_ms(backoff, p->app->stop);
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+}
+
+/* DDL: marker, command, checkpoint (DESIGN.md §5). */
+static int run_ddl(struct pair *p, const bson_t *entry, uint64_t ts, const uint8_t origin[16], int own)
+{
+	struct tr_cmd *cmds;
+	size_t n;
+	char why[1024], id[128];
+	const char *ns = "";
+	bson_iter_t it;
+	int rc;
+
+	if (bson_iter_init_find(&it, entry, "ns") && BSON_ITER_HOLDS_UTF8(&it))
+		ns = bson_iter_utf8(&it, NULL);
+	rc = tr_ddl(entry, p->my_links, p->my_nlinks, own, &cmds, &n, why, sizeof why);
+	if (rc != 0) {
+		stop_pair(p, ts, ns, why);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++) {
+		mongoc_collection_t *mc = mongoc_client_get_collection(p->client, "mmm", "checkpoints");
+		bson_t sel = BSON_INITIALIZER, doc = BSON_INITIALIZER, opts = BSON_INITIALIZER, reply;
+		bson_error_t err;
+		int ok, backoff = 50;
+
+		oplog_marker_id(origin, p->src, "ddl", id, sizeof id);
+		BSON_APPEND_UTF8(&sel, "_id", id);
+		BSON_APPEND_UTF8(&doc, "_id", id);
+		BSON_APPEND_BINARY(&doc, "origin", BSON_SUBTYPE_UUID, origin, 16);
+		BSON_APPEND_BINARY(&doc, "source", BSON_SUBTYPE_UUID, p->src, 16);
+		BSON_APPEND_TIMESTAMP(&doc, "ts", JNL_TS_SEC(ts), JNL_TS_INC(ts));
+		BSON_APPEND_UTF8(&doc, "cmd", strcmp(cmds[i].db, "admin") == 0 ? "" : cmds[i].db);
+		BSON_APPEND_BOOL(&opts, "upsert", true);
+		for (;;) {
+			ok = mongoc_collection_replace_one(mc, &sel, &doc, &opts, NULL, &err);
+			if (ok) {
+				ok = mongoc_client_command_simple(p->client, cmds[i].db, cmds[i].cmd, NULL, &reply, &err);
+				if (!ok)
+					for (int k = 0; k < 4 && cmds[i].ok_codes[k]; k++)
+						if ((int)err.code == cmds[i].ok_codes[k])
+							ok = 1;    /* already done: a replay after a crash */
+				if (!ok && !is_transient(&err, &reply)) {
+					char *js = bson_as_relaxed_extended_json(cmds[i].cmd, NULL);
+					snprintf(why, sizeof why, "%.500s failed: %s", js ? js : "command", err.message);
+					bson_free(js);
+					bson_destroy(&reply);
+					break;
+				}
+				bson_destroy(&reply);
+			} else if (!is_transient(&err, NULL)) {
+				snprintf(why, sizeof why, "cannot write ddl marker: %s", err.message);
+				break;
+			}
+			if (ok || *p->app->stop)
+				break;
+			snprintf(p->last_error, sizeof p->last_error, "%s", err.message);
+			sleep_ms(backoff, p->app->stop);
+			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+		}
+		mongoc_collection_destroy(mc);
+		bson_destroy(&sel);
+		bson_destroy(&doc);
+		bson_destroy(&opts);
+		if (!ok) {
+			tr_cmds_free(cmds, n);
+			if (*p->app->stop)
+				return -1;
+			stop_pair(p, ts, ns, why);
+			return -1;
+		}
+	}
+	tr_cmds_free(cmds, n);
+	if (n == 0)
+		return 0;
+	p->applied_entries++;
+	return checkpoint_only(p, origin, ts);
+}
+
+/* ---- routing one entry ----------------------------------------------------- */
+
+static struct chain *chain_find(struct pair *p, const uint8_t lsid[16], int64_t txn, int add, uint64_t ts)
+{
+	struct chain *free_slot = NULL;
+	for (int i = 0; i < MAX_CHAINS; i++) {
+		struct chain *c = &p->chains[i];
+		if (c->used && c->txn == txn && memcmp(c->lsid, lsid, 16) == 0)
+			return c;
+		if (!c->used && !free_slot)
+			free_slot = c;
+	}
+	if (!add || !free_slot)
+		return NULL;
+	memcpy(free_slot->lsid, lsid, 16);
+	free_slot->txn = txn;
+	free_slot->first_ts = ts;
+	free_slot->used = 1;
+	return free_slot;
+}
+
+static void chain_drop(struct chain *c)
+{
+	tr_list_free(&c->ops);
+	c->used = 0;
+}
+
+static int o_flag(const bson_t *entry, const char *field)
+{
+	bson_iter_t it, o;
+	return bson_iter_init_find(&it, entry, "o") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+	    bson_iter_recurse(&it, &o) && bson_iter_find(&o, field) && bson_iter_as_bool(&o);
+}
+
+/* Translates every op of an applyOps entry into OUT. */
+static int applyops_ops(struct pair *p, const bson_t *entry, uint64_t ts, int own, struct tr_list *out,
+    char *why, size_t len)
+{
+	bson_iter_t it, o, arr;
+	if (!bson_iter_init_find(&it, entry, "o") || !bson_iter_recurse(&it, &o) ||
+	    !bson_iter_find(&o, "applyOps") || !BSON_ITER_HOLDS_ARRAY(&o) || !bson_iter_recurse(&o, &arr))
+		return snprintf(why, len, "applyOps without an array of ops"), MMM_EUSAGE;
+	while (bson_iter_next(&arr)) {
+		const uint8_t *data;
+		uint32_t dl;
+		bson_t op;
+		int rc;
+		if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
+			return snprintf(why, len, "applyOps holds a non-document"), MMM_EUSAGE;
+		bson_iter_document(&arr, &dl, &data);
+		bson_init_static(&op, data, dl);
+		bson_iter_t opit;
+		if (bson_iter_init_find(&opit, &op, "op") && BSON_ITER_HOLDS_UTF8(&opit) &&
+		    bson_iter_utf8(&opit, NULL)[0] == 'c')
+			return snprintf(why, len, "applyOps holding a command is not supported"), MMM_EUSAGE;
+		if (bson_iter_init_find(&opit, &op, "op") && BSON_ITER_HOLDS_UTF8(&opit) &&
+		    bson_iter_utf8(&opit, NULL)[0] == 'n')
+			continue;
+		if ((rc = tr_crud(&op, ts, p->my_links, p->my_nlinks, own, out, why, len)) != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* Adds ops (one source unit) to the batch, flushing first when the origin
+ * changes or the batch is full. */
+static int batch_add(struct pair *p, struct tr_list *ops, const uint8_t origin[16], size_t bytes)
+{
+	if (p->batch.n && (memcmp(p->batch_origin, origin, 16) != 0 || p->batch.n + ops->n > BATCH_OPS ||
+	    p->batch_bytes + bytes > BATCH_BYTES))
+		if (flush_batch(p) != 0)
+			return -1;
+	memcpy(p->batch_origin, origin, 16);
+	p->batch_bytes += bytes;
+	return tr_list_move(&p->batch, ops) == 0 ? 0 : -1;
+}
+
+/* Handles one journal entry.  Returns 0, or -1 when the pair stopped. */
+static int route(struct pair *p, const struct jnl_entry *e)
+{
+	bson_t entry;
+	struct oplog_info in;
+	struct tr_list ops = { 0 };
+	char why[512];
+	int own, rc = 0;
+	const char *cmd;
+
+	bson_init_static(&entry, e->bson, e->len);
+	if (oplog_info(&entry, &in) != 0) {
+		stop_pair(p, e->ts, "", "journal entry without op, ns or ts");
+		return -1;
+	}
+	if (memcmp(e->origin, p->dst->uuid, 16) == 0)
+		goto consumed;            /* never back to where it was made */
+	own = memcmp(e->origin, p->src, 16) == 0;
+	if (in.op == 'n')
+		goto consumed;
+	if (in.op != 'c') {
+		if (e->ts <= p->ckpt_ts)
+			goto consumed;
+		rc = tr_crud(&entry, e->ts, p->my_links, p->my_nlinks, own, &ops, why, sizeof why);
+		if (rc == 0 && ops.n)
+			rc = batch_add(p, &ops, e->origin, e->len) ? -2 : 0;
+		goto done;
+	}
+	cmd = tr_command_name(&entry);
+	if (strcmp(cmd, "applyOps") == 0) {
+		int partial = o_flag(&entry, "partialTxn"), prepare = o_flag(&entry, "prepare");
+		struct chain *c = in.has_txn ? chain_find(p, in.lsid, in.txn_number, partial || prepare, e->ts) : NULL;
+		if ((partial || prepare) && c == NULL && in.has_txn) {
+			rc = MMM_EUSAGE;
+			snprintf(why, sizeof why, "more than %d open transactions", MAX_CHAINS);
+			goto done;
+		}
+		rc = applyops_ops(p, &entry, e->ts, own, c ? &c->ops : &ops, why, sizeof why);
+		if (rc != 0 || partial || prepare)
+			goto done;        /* wait for the rest of the transaction */
+		if (c) {
+			tr_list_move(&c->ops, &ops);
+			tr_list_move(&ops, &c->ops);
+			chain_drop(c);
+		}
+		if (e->ts <= p->ckpt_ts) {
+			tr_list_clear(&ops);
+			goto consumed;
+		}
+		for (size_t i = 0; i < ops.n; i++)
+			ops.ops[i].ts = e->ts;        /* the transaction commits at its last entry */
+		if (ops.n)
+			rc = batch_add(p, &ops, e->origin, e->len) ? -2 : 0;
+		goto done;
+	}
+	if (strcmp(cmd, "commitTransaction") == 0 || strcmp(cmd, "abortTransaction") == 0) {
+		struct chain *c = in.has_txn ? chain_find(p, in.lsid, in.txn_number, 0, 0) : NULL;
+		if (c && strcmp(cmd, "commitTransaction") == 0 && e->ts > p->ckpt_ts) {
+			tr_list_move(&ops, &c->ops);
+			for (size_t i = 0; i < ops.n; i++)
+				ops.ops[i].ts = e->ts;
+			if (ops.n)
+				rc = batch_add(p, &ops, e->origin, e->len) ? -2 : 0;
+		}
+		if (c)
+			chain_drop(c);
+		goto done;
+	}
+	/* DDL: a barrier */
+	if (e->ts <= p->ckpt_ts)
+		goto consumed;
+	if (flush_batch(p) != 0) {
+		rc = -2;
+		goto done;
+	}
+	if (run_ddl(p, &entry, e->ts, e->origin, own) != 0)
+		rc = -2;
+	goto done;
+consumed:
+	;
+done:
+	if (rc == MMM_EUSAGE || (rc != 0 && rc != -2)) {
+		stop_pair(p, e->ts, in.ns, rc == MMM_EUSAGE ? why : mmm_strerror(rc));
+		rc = -2;
+	}
+	tr_list_free(&ops);
+	if (rc != 0)
+		return -1;
+	p->consumed_ts = e->ts;
+	if (in.wall)
+		p->consumed_wall = in.wall;
+	p->batch_last_ts = e->ts;
+	return 0;
+}
+
+/* ---- threads ---------------------------------------------------------------- */
+
+static void pair_reset(struct pair *p)
+{
+	for (int i = 0; i < MAX_CHAINS; i++)
+		if (p->chains[i].used)
+			chain_drop(&p->chains[i]);
+	tr_list_clear(&p->batch);
+	p->batch_bytes = 0;
+}
+
+static void *pair_main(void *arg)
+{
+	struct pair *p = arg;
+	struct app *app = p->app;
+	int backoff = 100;
+
+	while (!*app->stop && !p->failed) {
+		struct jnl_reader *r = NULL;
+		struct jnl_source src;
+		bson_error_t err;
+		uint64_t from;
+		int rc;
+
+		pair_reset(p);
+		pair_sync_links(p);
+		if (jnl_source_get(app->j, p->src, &src) != 0) {
+			snprintf(p->last_error, sizeof p->last_error, "source '%s' is not in journal '%s' yet",
+			    p->src_name, jnl_path(app->j));
+			set_state(p, "waiting");
+			sleep_ms(1000, app->stop);
+			continue;
+		}
+		if (p->client == NULL && (p->client = make_client(p->dst->uri, "mmm-apply", &err)) == NULL) {
+			stop_pair(p, 0, "", err.message);
+			break;
+		}
+		set_state(p, "connecting");
+		if (load_checkpoint(p, &p->ckpt_ts, &from, &err) != 0) {
+			snprintf(p->last_error, sizeof p->last_error, "cannot read checkpoint on '%s': %s",
+			    p->dst->name, err.message);
+			log_debug("%s", p->last_error);
+			pair_status(p);
+			sleep_ms(backoff, app->stop);
+			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+			continue;
+		}
+		if (p->ckpt_ts == 0) {
+			/* No checkpoint: start where the links say, else at the journal's start. */
+			uint64_t start = UINT64_MAX;
+			for (size_t i = 0; i < p->my_nlinks; i++)
+				if (p->my_links[i].start_ts < start)
+					start = p->my_links[i].start_ts;
+			from = start == UINT64_MAX ? 0 : start;
+		} else {
+			from = from + 1 < p->ckpt_ts + 1 ? from + 1 : p->ckpt_ts + 1;
+		}
+		p->consumed_ts = p->ckpt_ts;
+		if ((rc = jnl_reader_open(app->j, p->src, from, &r)) != 0) {
+			stop_pair(p, from, "", mmm_strerror(rc));
+			break;
+		}
+		p->last_error[0] = '\0';
+		set_state(p, "running");
+		backoff = 100;
+		while (!*app->stop && !p->failed) {
+			struct jnl_entry e;
+			rc = jnl_reader_next(r, &e);
+			if (rc == 0) {
+				if (route(p, &e) != 0)
+					break;
+				continue;
+			}
+			if (rc != MMM_EEND) {
+				const struct jnl_block_info *b = jnl_reader_block(r);
+				stop_pair(p, b ? b->first_ts : p->consumed_ts, "", mmm_strerror(rc));
+				break;
+			}
+			/* caught up: commit what is pending, look at the links, wait */
+			if (flush_batch(p) != 0)
+				break;
+			if (p->links_gen != p->my_gen) {
+				pair_sync_links(p);
+				break;           /* new links may need an earlier start: re-read */
+			}
+			if (mono_ms() - p->status_at >= STATUS_EVERY_MS)
+				pair_status(p);
+			sleep_ms(IDLE_WAIT_MS, NULL);
+		}
+		if (!p->failed && !*app->stop)
+			flush_batch(p);
+		jnl_reader_free(r);
+		if (*app->stop && !p->failed)
+			flush_batch(p);
+	}
+	if (!p->failed)
+		set_state(p, "stopped");
+	pair_status(p);
+	pair_reset(p);
+	p->done = 1;
+	return NULL;
+}
+
+static struct pair *dest_pair(struct dest *d, const uint8_t src[16], const char *name)
+{
+	struct pair *p, **np;
+	for (size_t i = 0; i < d->npairs; i++)
+		if (memcmp(d->pairs[i]->src, src, 16) == 0)
+			return d->pairs[i];
+	if ((p = calloc(1, sizeof *p)) == NULL)
+		return NULL;
+	if ((np = realloc(d->pairs, (d->npairs + 1) * sizeof *np)) == NULL) {
+		free(p);
+		return NULL;
+	}
+	d->pairs = np;
+	d->pairs[d->npairs++] = p;
+	p->app = d->app;
+	p->dst = d->srv;
+	memcpy(p->src, src, 16);
+	snprintf(p->src_name, sizeof p->src_name, "%s", name);
+	p->state = "starting";
+	pthread_mutex_init(&p->mu, NULL);
+	p->my_gen = -1;
+	return p;
+}
+
+static void *dest_main(void *arg)
+{
+	struct dest *d = arg;
+	struct app *app = d->app;
+	mongoc_client_t *c = NULL;
+	int64_t next = 0;
+	int warned = 0;
+
+	while (!*app->stop) {
+		struct app_link *links = NULL;
+		size_t n = 0;
+		bson_error_t err;
+
+		if (mono_ms() < next) {
+			sleep_ms(50, app->stop);
+			continue;
+		}
+		next = mono_ms() + LINKS_EVERY_MS;
+		if (c == NULL && (c = make_client(d->srv->uri, "mmm-apply", &err)) == NULL) {
+			log_warnx("apply into '%s': %s", d->srv->name, err.message);
+			break;
+		}
+		if (links_read(c, &links, &n, &err) != 0) {
+			if (!warned)
+				log_info("cannot read links of '%s': %s; retrying", d->srv->name, err.message);
+			warned = 1;
+			next = mono_ms() + 500;
+			continue;
+		}
+		warned = 0;
+		/* Hand each pair its links (every pair, so removed links go too). */
+		for (size_t i = 0; i < n; i++) {
+			const struct cfg_server *s = cfg_server_by_uuid(app->cfg, links[i].src);
+			if (dest_pair(d, links[i].src, s ? s->name : links[i].src_name) == NULL)
+				break;
+		}
+		for (size_t pi = 0; pi < d->npairs; pi++) {
+			struct pair *p = d->pairs[pi];
+			size_t cnt = 0;
+			struct app_link *mine = calloc(n ? n : 1, sizeof *mine);
+			for (size_t i = 0; mine && i < n; i++)
+				if (memcmp(links[i].src, p->src, 16) == 0)
+					mine[cnt++] = links[i];
+			pthread_mutex_lock(&p->mu);
+			if (mine && (cnt != p->nlinks || memcmp(mine, p->links, cnt * sizeof *mine) != 0)) {
+				free(p->links);
+				p->links = mine;
+				p->nlinks = cnt;
+				p->links_gen++;
+				mine = NULL;
+			}
+			pthread_mutex_unlock(&p->mu);
+			free(mine);
+			if (!p->started && p->nlinks) {
+				if (memcmp(p->src, d->srv->uuid, 16) == 0) {
+					log_warnx("link into '%s' names '%s' itself as its source: ignored", d->srv->name, p->src_name);
+				} else if (pthread_create(&p->thread, NULL, pair_main, p) == 0) {
+					p->started = 1;
+					log_info("applying '%s' into '%s'", p->src_name, d->srv->name);
+				}
+			}
+		}
+		free(links);
+	}
+	for (size_t i = 0; i < d->npairs; i++) {
+		struct pair *p = d->pairs[i];
+		if (p->started)
+			pthread_join(p->thread, NULL);
+	}
+	if (c)
+		mongoc_client_destroy(c);
+	return NULL;
+}
+
+static void free_dest(struct dest *d)
+{
+	for (size_t i = 0; i < d->npairs; i++) {
+		struct pair *p = d->pairs[i];
+		if (p->client)
+			mongoc_client_destroy(p->client);
+		free(p->links);
+		free(p->my_links);
+		tr_list_free(&p->batch);
+		docset_free(&p->docs);
+		pthread_mutex_destroy(&p->mu);
+		free(p);
+	}
+	free(d->pairs);
+}
+
+int app_run(const struct cfg *cfg, struct jnl *j, const size_t *dests, size_t n,
+    volatile sig_atomic_t *stop)
+{
+	struct app app;
+	struct dest *d = calloc(n ? n : 1, sizeof *d);
+	int failed = 0;
+
+	if (d == NULL)
+		return 1;
+	app.cfg = cfg;
+	app.j = j;
+	app.stop = stop;
+	atomic_init(&app.fatal, 0);
+	for (size_t i = 0; i < n; i++) {
+		d[i].app = &app;
+		d[i].srv = &cfg->servers[dests[i]];
+		if (pthread_create(&d[i].thread, NULL, dest_main, &d[i]) != 0) {
+			log_warn("cannot start apply thread for '%s'", d[i].srv->name);
+			*stop = 1;
+			n = i;
+			failed = 1;
+			break;
+		}
+	}
+	for (size_t i = 0; i < n; i++) {
+		pthread_join(d[i].thread, NULL);
+		for (size_t k = 0; k < d[i].npairs; k++)
+			failed |= d[i].pairs[k]->failed;
+		free_dest(&d[i]);
+	}
+	free(d);
+	return failed ? 1 : 0;
+}
+
+/* ---- replay (mmm-journal replay) --------------------------------------------- */
+
+int app_replay(struct jnl *j, const uint8_t source[16], uint64_t since, uint64_t until,
+    const char *uri, const char *ns, uint64_t *applied, char *msg, size_t msglen)
+{
+	(void)j; (void)source; (void)since; (void)until; (void)uri; (void)ns; (void)applied;
+	snprintf(msg, msglen, "replay is not implemented yet");
+	return MMM_EUSAGE;
+}

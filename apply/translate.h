@@ -1,0 +1,61 @@
+/*
+ * translate.h — oplog entry -> destination writes, through the links.
+ *
+ * CRUD ops (a top-level entry or an op inside applyOps) become tr_ops on the
+ * destination namespace: 'i' insert (applied as an upsert by _id, so it is
+ * idempotent), 'r' replacement, 'u' update (o is a $v:1 or $v:2 update,
+ * turned into a post-image by apply), 'd' delete.  DDL entries become
+ * commands (tr_cmd) with the error codes that mean "already done", so a
+ * replay after a crash is harmless.
+ */
+#ifndef MMM_TRANSLATE_H
+#define MMM_TRANSLATE_H
+#include <stddef.h>
+#include <stdint.h>
+#include <bson/bson.h>
+#include "links.h"
+
+struct tr_op {
+	char kind;                 /* 'i' 'r' 'u' 'd' */
+	char ns[LINK_NS_MAX];      /* destination namespace */
+	bson_t *id;                /* {_id: value} */
+	bson_t *o;                 /* document ('i','r') or update ('u'); NULL for 'd' */
+	uint64_t ts;               /* source entry */
+};
+
+struct tr_list {
+	struct tr_op *ops;
+	size_t n, cap;
+};
+
+void tr_list_clear(struct tr_list *l);
+void tr_list_free(struct tr_list *l);
+/* Moves every op of FROM to the end of TO (FROM is left empty). */
+int tr_list_move(struct tr_list *to, struct tr_list *from);
+
+/* Translates the CRUD op OP (fields op, ns, o, o2) of source entry TS
+ * through the LINKS that apply to it (OWN: the entry's origin is the source
+ * itself; otherwise only links with forward).  Ops on namespaces no link
+ * covers, mmm.*, local.*, config.*, admin.* and fromMigrate ops add nothing.
+ * MMM_EUSAGE with a reason when the op cannot be applied. */
+int tr_crud(const bson_t *op, uint64_t ts, const struct app_link *links, size_t nlinks, int own,
+    struct tr_list *out, char *why, size_t len);
+
+struct tr_cmd {
+	char db[LINK_NS_MAX];      /* database to run it on */
+	bson_t *cmd;
+	int ok_codes[4];           /* server codes that mean it is already done */
+};
+
+/* Translates the command entry ENTRY (op 'c', not applyOps or a
+ * transaction command).  Returns 0 with *n commands (0 when no link covers
+ * it or it needs no action, e.g. startIndexBuild), or MMM_EUSAGE with a
+ * reason when it cannot be applied.  Free with tr_cmds_free(). */
+int tr_ddl(const bson_t *entry, const struct app_link *links, size_t nlinks, int own,
+    struct tr_cmd **out, size_t *n, char *why, size_t len);
+void tr_cmds_free(struct tr_cmd *cmds, size_t n);
+
+/* The first key of an entry's `o` ("applyOps", "create", ...); "" if none. */
+const char *tr_command_name(const bson_t *entry);
+
+#endif

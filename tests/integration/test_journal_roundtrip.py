@@ -183,6 +183,13 @@ def test_fixtures(tmp):
         p = mj('-j', jdir, 'dump', '--source', name, '--format', 'canonical')
         check(p.returncode == 0 and dump_json(p) == want, '%s: dump of the kept entries' % base)
 
+    # dump without --source: every source, sorted by name, one after another.
+    names = sorted(['fx%02d' % n for n in range(len(ascending))] +
+                   ['dup-' + os.path.basename(f)[:-5] for f in refused])
+    want = b''.join(mj('-j', jdir, 'export-bson', '--source', n).stdout for n in names)
+    p = mj('-j', jdir, 'dump', '--format', 'bson')
+    check(p.returncode == 0 and p.stdout == want, 'dump --format bson of every source by name')
+
     # Importing what the journal already holds: refused; --skip-existing: nothing.
     f = ascending[-1]
     before = mj('-j', jdir, 'stat', '--json').stdout
@@ -285,6 +292,25 @@ def test_segments_equal_export(tmp):
     p = mj('-j', jdir, 'ship', '--source', 'gen', '-o', '-')
     z = subprocess.run(['zstd', '-dcq'], input=p.stdout, stdout=subprocess.PIPE)
     check(p.returncode == 0 and z.stdout == data, 'ship -o - writes the segment to stdout')
+
+    # prune drops whole blocks older than TS, never the newest block.
+    nblocks = st['sources'][0]['blocks']
+    p = mj('-j', jdir, 'prune', '--before', ts_str(ts[2500]))
+    check(p.returncode == 0 and 'pruned' in p.err, 'prune: %s' % p.err)
+    st2 = json.loads(mj('-j', jdir, 'stat', '--json').stdout)['sources'][0]
+    e = mj('-j', jdir, 'export-bson', '--source', 'gen').stdout
+    held = split_docs(e)
+    check(0 < st2['blocks'] < nblocks and e == data[len(data) - len(e):] and
+          ts_of(held[0]) <= ts[2500] and st2['entries'] == len(held) and
+          st2['first_ts'] == ts_str(ts_of(held[0])),
+          'prune kept the blocks from the one holding the cut: %d of %d' % (st2['blocks'], nblocks))
+    p = mj('-j', jdir, 'prune', '--before', 'now')
+    st3 = json.loads(mj('-j', jdir, 'stat', '--json').stdout)['sources'][0]
+    e = mj('-j', jdir, 'export-bson', '--source', 'gen').stdout
+    check(p.returncode == 0 and st3['blocks'] == 1 and len(e) > 0 and data.endswith(e),
+          'prune never drops the newest block')
+    v = mj('-j', jdir, 'verify')
+    check(v.returncode == 0, 'verify after prune: %s%s' % (v.stdout.decode(), v.err))
 
 
 def main():

@@ -182,6 +182,15 @@ def test_receive(tmp):
     p = mj('-j', a, 'receive', s3)
     check(p.returncode == 1 and one_line(p), 'receiving a local source refused: %s' % p.err)
     check(stat_verify(a) == before, 'refused local receive leaves the journal unchanged')
+    # --name names a new received source.
+    nm = os.path.join(tmp, 'named')
+    p = mj('-j', nm, 'receive', '--name', 'site-a-gen', s12)
+    st = json.loads(mj('-j', nm, 'stat', '--json').stdout)['sources']
+    check(p.returncode == 0 and [(x['name'], x['uuid'], x['kind']) for x in st] ==
+          [('site-a-gen', sid, 'received')], 'receive --name: %s' % st)
+    p = mj('-j', nm, 'dump', '--source', 'site-a-gen', '--format', 'bson')
+    check(p.returncode == 0 and p.stdout == b''.join(d for d in docs if ts_of(d) <= b2[3]),
+          'dump of the received source by its name')
     # A missing journal is created by a good segment only.
     n = os.path.join(tmp, 'new')
     p = mj('-j', n, 'receive', bad)

@@ -23,6 +23,19 @@
 #define IMPORT_MAX_DOC      (64u << 20)    /* far above BSON's 16 MiB: a bad length */
 #define IMPORT_BUF          (4u << 20)
 
+static int progress_shown;   /* a progress line is on the terminal */
+
+/* Clears the progress line so a message starts on a clean line. */
+static void progress_clear(void)
+{
+	if (progress_shown && write(2, "\r\033[K", 4) < 0)
+		progress_shown = 0;
+	progress_shown = 0;
+}
+
+#define imp_warnx(...) do { progress_clear(); log_warnx(__VA_ARGS__); } while (0)
+#define imp_error(rc, ...) (progress_clear(), log_error((rc), __VA_ARGS__))
+
 struct input {
 	const char *name;          /* for messages */
 	int fd;
@@ -36,7 +49,7 @@ struct input {
 static int in_rewind(struct input *in)
 {
 	if (lseek(in->fd, 0, SEEK_SET) < 0)
-		return log_error(1, "unable to read '%s': %s", in->name, strerror(errno));
+		return imp_error(1, "unable to read '%s': %s", in->name, strerror(errno));
 	in->len = in->pos = 0;
 	in->off = 0;
 	in->n = 0;
@@ -60,7 +73,7 @@ static int in_fill(struct input *in, size_t need)
 			cap *= 2;
 		uint8_t *nb = realloc(in->buf, cap);
 		if (!nb)
-			return log_error(1, "%s: out of memory for an entry of %zu bytes", in->name, need);
+			return imp_error(1, "%s: out of memory for an entry of %zu bytes", in->name, need);
 		in->buf = nb;
 		in->cap = cap;
 	}
@@ -69,7 +82,7 @@ static int in_fill(struct input *in, size_t need)
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
-			return log_error(1, "unable to read '%s': %s", in->name, strerror(errno));
+			return imp_error(1, "unable to read '%s': %s", in->name, strerror(errno));
 		}
 		if (r == 0)
 			break;
@@ -91,14 +104,14 @@ static int in_next(struct input *in, const uint8_t **doc, uint32_t *len, uint64_
 	if (have == 0)
 		return 0;
 	if (have < 4) {
-		log_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") is truncated: %zu bytes left, "
+		imp_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") is truncated: %zu bytes left, "
 		    "a BSON document needs at least 5", in->name, in->n + 1, in->off, have);
 		return -1;
 	}
 	memcpy(&l, in->buf + in->pos, 4);
 	l = BSON_UINT32_FROM_LE(l);
 	if (l < 5 || l > IMPORT_MAX_DOC) {
-		log_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") has a bad length %" PRIu32,
+		imp_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") has a bad length %" PRIu32,
 		    in->name, in->n + 1, in->off, l);
 		return -1;
 	}
@@ -106,7 +119,7 @@ static int in_next(struct input *in, const uint8_t **doc, uint32_t *len, uint64_
 		return -1;
 	have = in->len - in->pos;
 	if (have < l) {
-		log_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") is truncated: length %" PRIu32
+		imp_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") is truncated: length %" PRIu32
 		    " but only %zu bytes left", in->name, in->n + 1, in->off, l, have);
 		return -1;
 	}
@@ -129,12 +142,12 @@ static int check_entry(struct input *in, const uint8_t *doc, uint32_t len, uint6
 	uint32_t t, i;
 
 	if (!bson_init_static(&b, doc, len) || !bson_validate(&b, BSON_VALIDATE_NONE, &at)) {
-		log_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") is not valid BSON (at byte %zu)",
+		imp_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") is not valid BSON (at byte %zu)",
 		    in->name, in->n, off, at);
 		return -1;
 	}
 	if (!bson_iter_init_find(&it, &b, "ts") || !BSON_ITER_HOLDS_TIMESTAMP(&it)) {
-		log_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") has no Timestamp 'ts'",
+		imp_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") has no Timestamp 'ts'",
 		    in->name, in->n, off);
 		return -1;
 	}
@@ -158,21 +171,21 @@ static int spool_stdin(int *out)
 		snprintf(path, sizeof path, "%s/mmm-journal-stdin.XXXXXX", dir);
 		fd = mkstemp(path);
 		if (fd < 0)
-			return log_error(1, "unable to create a temporary file in '%s': %s", dir,
+			return imp_error(1, "unable to create a temporary file in '%s': %s", dir,
 			    strerror(errno));
 		unlink(path);
 	}
 	buf = malloc(1 << 20);
 	if (!buf) {
 		close(fd);
-		return log_error(1, "out of memory");
+		return imp_error(1, "out of memory");
 	}
 	for (;;) {
 		ssize_t r = read(0, buf, 1 << 20);
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			log_warnx("unable to read stdin: %s", strerror(errno));
+			imp_warnx("unable to read stdin: %s", strerror(errno));
 			goto fail;
 		}
 		if (r == 0)
@@ -182,7 +195,7 @@ static int spool_stdin(int *out)
 			if (w < 0 && errno == EINTR)
 				continue;
 			if (w < 0) {
-				log_warnx("unable to spool stdin to '%s': %s", dir, strerror(errno));
+				imp_warnx("unable to spool stdin to '%s': %s", dir, strerror(errno));
 				goto fail;
 			}
 			done += w;
@@ -190,7 +203,7 @@ static int spool_stdin(int *out)
 	}
 	free(buf);
 	if (lseek(fd, 0, SEEK_SET) < 0) {
-		log_warnx("unable to read back the spooled stdin: %s", strerror(errno));
+		imp_warnx("unable to read back the spooled stdin: %s", strerror(errno));
 		close(fd);
 		return 1;
 	}
@@ -239,14 +252,14 @@ static void progress_show(struct progress *p, const struct input *in)
 	    p->what, in->name, in->n, in->size ? 100.0 * (double)in->off / (double)in->size : 0.0);
 	if (write(2, line, (size_t)n) < 0)
 		p->on = 0;
+	else
+		progress_shown = 1;
 }
 
 static void progress_done(struct progress *p)
 {
-	if (p->on && p->last.tv_sec != p->start.tv_sec) {
-		if (write(2, "\r\033[K", 4) < 0)
-			p->on = 0;
-	}
+	(void)p;
+	progress_clear();
 }
 
 /* ---- the source ---------------------------------------------------------- */
@@ -275,12 +288,12 @@ static int find_target(struct mj *m, const char *arg, struct target *t)
 		if (rc == MMM_ENOTFOUND && m->cfg && (srv = cfg_server_by_name(m->cfg, arg)))
 			rc = jnl_source_get(m->j, srv->uuid, &s);
 		if (rc && rc != MMM_ENOTFOUND)
-			return log_error(1, "unable to look up source '%s' in journal '%s': %s", arg,
+			return imp_error(1, "unable to look up source '%s' in journal '%s': %s", arg,
 			    m->path, mmm_strerror(rc));
 	}
 	if (rc == 0) {
 		if (s.kind != JNL_LOCAL)
-			return log_error(1, "source '%s' is received from another journal: "
+			return imp_error(1, "source '%s' is received from another journal: "
 			    "cannot import into it", arg);
 		memcpy(t->uuid, s.uuid, 16);
 		uuid_format(t->uuid, t->id);
@@ -297,13 +310,13 @@ static int find_target(struct mj *m, const char *arg, struct target *t)
 		if (!srv && uuid_parse(arg, u) == 0)
 			srv = cfg_server_by_uuid(m->cfg, u);
 		if (!srv)
-			return log_error(2, "unknown source '%s': not a server of '%s'", arg, m->o->config);
+			return imp_error(2, "unknown source '%s': not a server of '%s'", arg, m->o->config);
 		memcpy(t->uuid, srv->uuid, 16);
 		t->name = srv->name;
 		t->uri = srv->uri_redacted;
 	} else {
 		if (uuid_parse(arg, t->uuid))
-			return log_error(2, "unknown source '%s': give a new source as a UUID "
+			return imp_error(2, "unknown source '%s': give a new source as a UUID "
 			    "(and --name NAME), or use -c with a config naming it", arg);
 		t->name = m->o->name;
 	}
@@ -336,7 +349,7 @@ static int validate(struct input *in, const struct target *t, int skip, struct c
 			return -1;
 		c->total++;
 		if (ts == 0) {
-			log_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") has the null ts 0:0",
+			imp_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") has the null ts 0:0",
 			    in->name, in->n, off);
 			return -1;
 		}
@@ -346,12 +359,12 @@ static int validate(struct input *in, const struct target *t, int skip, struct c
 		} else if (skip) {
 			c->skipped++;
 		} else if (prev_n && ts <= prev) {
-			log_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") has ts %s, not after %s "
+			imp_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") has ts %s, not after %s "
 			    "of entry %" PRIu64, in->name, in->n, off, mj_ts(ts, a, sizeof a),
 			    mj_ts(prev, b, sizeof b), prev_n);
 			return -1;
 		} else {
-			log_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") has ts %s, not after %s, "
+			imp_warnx("%s: entry %" PRIu64 " (offset %" PRIu64 ") has ts %s, not after %s, "
 			    "the last ts the journal holds for source '%s'", in->name, in->n, off,
 			    mj_ts(ts, a, sizeof a), mj_ts(t->last_ts, b, sizeof b), t->label);
 			return -1;
@@ -388,7 +401,7 @@ static int import(struct mj *m, struct input *in, const struct target *t, struct
 
 	rc = jnl_writer_new(m->j, t->uuid, &w);
 	if (rc)
-		return log_error(1, "unable to write source '%s' of journal '%s': %s", t->label,
+		return imp_error(1, "unable to write source '%s' of journal '%s': %s", t->label,
 		    m->path, mmm_strerror(rc));
 	while ((r = in_next(in, &doc, &len, &off)) > 0) {
 		bson_t b;
@@ -397,7 +410,7 @@ static int import(struct mj *m, struct input *in, const struct target *t, struct
 		/* Framing and BSON were checked in pass 1: only read ts again. */
 		if (!bson_init_static(&b, doc, len) || !bson_iter_init_find(&it, &b, "ts") ||
 		    !BSON_ITER_HOLDS_TIMESTAMP(&it)) {
-			log_warnx("%s: changed while being imported (entry %" PRIu64 ")", in->name, in->n);
+			imp_warnx("%s: changed while being imported (entry %" PRIu64 ")", in->name, in->n);
 			r = -1;
 			break;
 		}
@@ -408,20 +421,20 @@ static int import(struct mj *m, struct input *in, const struct target *t, struct
 		high = ts;
 		rc = jnl_writer_add_trusted(w, doc, len, ts, NULL);
 		if (rc < 0 || rc > 1) {
-			log_warnx("%s: unable to add entry %" PRIu64 " (ts %s) to source '%s': %s",
+			imp_warnx("%s: unable to add entry %" PRIu64 " (ts %s) to source '%s': %s",
 			    in->name, in->n, mj_ts(ts, a, sizeof a), t->label, mmm_strerror(rc));
 			r = -1;
 			break;
 		}
 		if (jnl_writer_sealed_bytes(w) >= limit && (rc = jnl_writer_commit(w))) {
-			log_warnx("unable to write journal '%s': %s", m->path, mmm_strerror(rc));
+			imp_warnx("unable to write journal '%s': %s", m->path, mmm_strerror(rc));
 			r = -1;
 			break;
 		}
 		progress_show(pr, in);
 	}
 	if (r == 0 && (rc = jnl_writer_flush(w))) {
-		log_warnx("unable to write journal '%s': %s", m->path, mmm_strerror(rc));
+		imp_warnx("unable to write journal '%s': %s", m->path, mmm_strerror(rc));
 		r = -1;
 	}
 	jnl_writer_free(w);
@@ -445,18 +458,18 @@ int cmd_import(struct mj *m)
 		if (spool_stdin(&in.fd))
 			return 1;
 	} else if ((in.fd = open(file, O_RDONLY | O_CLOEXEC)) < 0) {
-		return log_error(1, "unable to open '%s': %s", file, strerror(errno));
+		return imp_error(1, "unable to open '%s': %s", file, strerror(errno));
 	}
 	if (fstat(in.fd, &st) == 0) {
 		if (S_ISDIR(st.st_mode)) {
-			log_warnx("unable to read '%s': %s", in.name, strerror(EISDIR));
+			imp_warnx("unable to read '%s': %s", in.name, strerror(EISDIR));
 			goto out;
 		}
 		in.size = (uint64_t)st.st_size;
 	}
 	in.cap = IMPORT_BUF;
 	if (!(in.buf = malloc(in.cap))) {
-		log_warnx("out of memory");
+		imp_warnx("out of memory");
 		goto out;
 	}
 
@@ -465,7 +478,7 @@ int cmd_import(struct mj *m)
 	rc = jnl_open(m->path, 0, &m->j);
 	if (rc && rc != ENOENT) {
 		m->j = NULL;
-		log_warnx("unable to open journal '%s': %s", m->path, mmm_strerror(rc));
+		imp_warnx("unable to open journal '%s': %s", m->path, mmm_strerror(rc));
 		goto out;
 	}
 	if (rc)
@@ -491,7 +504,7 @@ int cmd_import(struct mj *m)
 	rc = jnl_source_ensure(m->j, t.uuid, t.exists ? NULL : t.name, t.exists ? NULL : t.uri,
 	    JNL_LOCAL);
 	if (rc) {
-		log_warnx("unable to record source '%s' in journal '%s': %s", t.label, m->path,
+		imp_warnx("unable to record source '%s' in journal '%s': %s", t.label, m->path,
 		    mmm_strerror(rc));
 		goto out;
 	}

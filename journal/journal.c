@@ -12,6 +12,7 @@
 #include <lmdb.h>
 #include <zstd.h>
 #include "block.h"
+#include "bsonscan.h"
 #include "config.h"
 #include "err.h"
 #include "fault.h"
@@ -602,15 +603,16 @@ void jnl_writer_free(struct jnl_writer *w)
 
 int jnl_entry_ts(const uint8_t *bson, size_t len, uint64_t *ts)
 {
-	bson_t b;
-	bson_iter_t it;
-	uint32_t sec, inc;
+	uint8_t type;
+	const uint8_t *v;
 
-	if (!bson_init_static(&b, bson, len) || !bson_iter_init_find(&it, &b, "ts") ||
-	    !BSON_ITER_HOLDS_TIMESTAMP(&it))
+	if (len < 5 || le32(bson) != len || bson[len - 1] != 0)
 		return MMM_EBSON;
-	bson_iter_timestamp(&it, &sec, &inc);
-	*ts = JNL_TS(sec, inc);
+	v = bsonscan_find(bson, len, "ts", &type);
+	if (v == NULL || type != BSON_TYPE_TIMESTAMP)
+		return MMM_EBSON;
+	/* a BSON Timestamp is increment (low 32 bits) then seconds, little-endian */
+	*ts = JNL_TS(le32(v + 4), le32(v));
 	return 0;
 }
 
@@ -666,11 +668,9 @@ int jnl_writer_add_trusted(struct jnl_writer *w, const uint8_t *bson, size_t len
 
 int jnl_writer_add(struct jnl_writer *w, const uint8_t *bson, size_t len, const uint8_t origin[16])
 {
-	bson_t b;
 	uint64_t ts;
 
-	if (len < 5 || le32(bson) != len || !bson_init_static(&b, bson, len) ||
-	    !bson_validate(&b, BSON_VALIDATE_NONE, NULL))
+	if (bsonscan_check(bson, len) != 0)
 		return MMM_EBSON;
 	if (jnl_entry_ts(bson, len, &ts) != 0)
 		return MMM_EBSON;

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
 #include <bson/bson.h>
 #include "err.h"
 #include "log.h"
@@ -175,8 +177,28 @@ int cmd_stat(struct mj *m)
 	return 0;
 }
 
+struct verify_progress {
+	int on, shown;
+	time_t last;
+};
+
+static void verify_progress(void *arg, uint64_t blocks)
+{
+	struct verify_progress *vp = arg;
+	time_t now = time(NULL);
+	char line[96];
+	int n;
+
+	if (!vp->on || now == vp->last)
+		return;
+	vp->last = now;
+	n = snprintf(line, sizeof line, "\r%s: verifying: %" PRIu64 " blocks\033[K", log_prog(), blocks);
+	vp->shown = write(2, line, (size_t)n) > 0;
+}
+
 int cmd_verify(struct mj *m)
 {
+	struct verify_progress vp = { .on = !m->o->quiet && isatty(2), .last = time(NULL) };
 	struct jnl_verify_result res;
 	char label[200], a[24];
 	int rc;
@@ -184,7 +206,9 @@ int cmd_verify(struct mj *m)
 	if (mj_open(m, JNL_RDONLY))
 		return 1;
 	memset(&res, 0, sizeof res);
-	rc = jnl_verify(m->j, &res, NULL, NULL);
+	rc = jnl_verify(m->j, &res, verify_progress, &vp);
+	if (vp.shown && write(2, "\r\033[K", 4) < 0)
+		vp.shown = 0;
 	if (rc == 0) {
 		printf("ok: %" PRIu64 " blocks, %" PRIu64 " entries\n", res.blocks, res.entries);
 		return 0;

@@ -42,6 +42,7 @@ struct ctx {
 	bool in_txn;
 	struct sim_txn *txn;
 	bool retryable;
+	bool applyops;
 	int32_t stmt;
 };
 
@@ -328,7 +329,7 @@ static void log_cmd(struct ctx *x, const char *db, const uint8_t *ui, const bson
 	snprintf(ns, sizeof ns, "%s.$cmd", db);
 	struct sim_txn *t = x->txn;
 	bool r = x->retryable;
-	if (!t || strcmp(first_key(o), "create")) x->txn = NULL;
+	if (!t || x->applyops || strcmp(first_key(o), "create")) x->txn = NULL;
 	x->retryable = false;
 	log_op(x, "c", ns, ui, o, o2, NULL);
 	x->txn = t;
@@ -636,6 +637,13 @@ static int insert_one(struct ctx *x, struct sim_coll *c, const bson_t *in)
 	return 0;
 }
 
+/* inside a transaction a transient error fails the whole command
+ * (write_ops_exec.cpp handleError) instead of becoming a writeError */
+static bool fatal_in_txn(struct ctx *x)
+{
+	return x->txn && (x->code == E_WRITECONFLICT || x->code == E_MAXTIMEMS);
+}
+
 static void add_write_error(struct ctx *x, bson_t *arr, uint32_t *nerr, int32_t index)
 {
 	char kb[16]; const char *kp;
@@ -710,6 +718,7 @@ static int cmd_insert(struct ctx *x)
 				if (rc == SIM_WAIT) rc = err(x, E_MAXTIMEMS, "operation exceeded time limit");
 			}
 		}
+		if (rc && fatal_in_txn(x)) { bson_destroy(&werrs); return rc; }
 		if (rc) {
 			add_write_error(x, &werrs, &nerr, i);
 			if (ordered || x->txn) { i++; break; }
@@ -977,6 +986,7 @@ static int cmd_update(struct ctx *x)
 		free(s.v);
 		if (!rc) continue;
 werr:
+		if (fatal_in_txn(x)) { bson_destroy(&werrs); bson_destroy(&upserted); return x->code; }
 		add_write_error(x, &werrs, &nerr, i);
 		if (ordered || x->txn) break;
 	}
@@ -1033,6 +1043,7 @@ static int cmd_delete(struct ctx *x)
 		free(s.v);
 		if (!rc) continue;
 werr:
+		if (fatal_in_txn(x)) { bson_destroy(&werrs); return x->code; }
 		add_write_error(x, &werrs, &nerr, i);
 		if (ordered || x->txn) break;
 	}
@@ -2566,6 +2577,7 @@ static int cmd_applyops(struct ctx *x)
 	t.active = true;
 	t.snapshot = sim.commit_seq;
 	x->txn = &t;
+	x->applyops = true;
 	bool r = x->retryable;
 	x->retryable = false;
 	bson_iter_t it;
@@ -2840,6 +2852,7 @@ static int cmd_pause(struct ctx *x)
 	bson_iter_init_find(&it, x->cmd, x->name);
 	int64_t ms = (int64_t)sim_num(&it);
 	__atomic_store_n(&sim.pause_until_ms, sim_mono_ms() + (ms > 0 ? ms : 0), __ATOMIC_RELAXED);
+	if (x->conn) x->conn->skip_pause = true;
 	return 0;
 }
 

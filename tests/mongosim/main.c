@@ -90,7 +90,7 @@ static void wait_pause(void)
 	}
 }
 
-static int send_msg(int fd, int32_t req_id, const bson_t *reply)
+static int send_msg(struct sim_conn *c, int32_t req_id, const bson_t *reply)
 {
 	uint8_t hdr[21];
 	int32_t len = 16 + 4 + 1 + (int32_t)reply->len;
@@ -100,9 +100,10 @@ static int send_msg(int fd, int32_t req_id, const bson_t *reply)
 	put32(hdr + 12, OP_MSG);
 	put32(hdr + 16, 0);
 	hdr[20] = 0;
-	wait_pause();
-	if (write_full(fd, hdr, sizeof hdr)) return -1;
-	return write_full(fd, bson_get_data(reply), reply->len);
+	if (!c->skip_pause) wait_pause();
+	c->skip_pause = false;
+	if (write_full(c->fd, hdr, sizeof hdr)) return -1;
+	return write_full(c->fd, bson_get_data(reply), reply->len);
 }
 
 static int send_reply(int fd, int32_t req_id, const bson_t *reply, int32_t flags)
@@ -262,7 +263,7 @@ static int handle_msg(struct sim_conn *c, int32_t req_id, const uint8_t *b, size
 	}
 	bson_destroy(cmd);
 	int rc = 0;
-	if (!(flags & 2)) rc = send_msg(c->fd, req_id, &reply);
+	if (!(flags & 2)) rc = send_msg(c, req_id, &reply);
 	bson_destroy(&reply);
 	return rc;
 }

@@ -545,7 +545,7 @@ static void project_rec(const uint8_t *d, uint32_t l, const char *prefix, const 
 			continue;
 		}
 		if (h == 1) {
-			if (val == incl) bson_append_iter(out, k, -1, &it);
+			if (val) bson_append_iter(out, k, -1, &it);
 			continue;
 		}
 		if (h == 2 && BSON_ITER_HOLDS_DOCUMENT(&it)) {

@@ -165,6 +165,7 @@ struct sim_cursor {
 struct sim_conn {
 	int fd;
 	bool close_after_reply;
+	bool skip_pause;       /* the reply to mongosimPause itself is not stalled */
 	int id;
 	pthread_t th;
 	bool done;

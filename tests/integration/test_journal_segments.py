@@ -191,6 +191,15 @@ def test_receive(tmp):
     p = mj('-j', nm, 'dump', '--source', 'site-a-gen', '--format', 'bson')
     check(p.returncode == 0 and p.stdout == b''.join(d for d in docs if ts_of(d) <= b2[3]),
           'dump of the received source by its name')
+    # With -c, a new received source takes its server name from the config.
+    cfg = os.path.join(tmp, 'site.yaml')
+    with open(cfg, 'w') as fh:
+        fh.write("site_a:\n  id: '%s'\n  uri: 'mongodb://127.0.0.1:27019/'\n"
+                 "journal:\n  path: ./cfgj\n" % sid)
+    p = mj('-c', cfg, 'receive', s12)
+    st = json.loads(mj('-c', cfg, 'stat', '--json').stdout)['sources']
+    check(p.returncode == 0 and [x['name'] for x in st] == ['site_a'],
+          'receive -c names the source after the config: %s %s' % (p.err, st))
     # A missing journal is created by a good segment only.
     n = os.path.join(tmp, 'new')
     p = mj('-j', n, 'receive', bad)
@@ -283,6 +292,13 @@ def test_verify_flips(tmp, jdir):
                   ('gen' in p.err or sid in p.err),
                   'verify names block %d (%s) after flipping byte %d: rc %d %s%s' %
                   (k, ts_str(first), pos, p.returncode, p.stdout.decode(), p.err))
+            if pos == ln // 2:   # readers refuse the block too; -o leaves no file
+                out = os.path.join(tmp, 'corrupt.bson')
+                p = mj('-j', jdir, 'export-bson', '--source', sid, '-o', out)
+                check(p.returncode == 1 and one_line(p) and ts_str(first) in p.err and
+                      not os.path.exists(out) and
+                      not [f for f in os.listdir(tmp) if f.startswith('corrupt.bson')],
+                      'export-bson of a corrupt block fails, no file left: %s' % p.err)
     write(mdb, pristine)
     check(tried >= 40, 'at least 40 flips tried (%d)' % tried)
     check(mj('-j', jdir, 'verify').returncode == 0, 'verify ok once restored')

@@ -78,6 +78,24 @@ static void emit(struct dumper *d, const struct jnl_entry *e, const struct jnl_s
 	bson_free(json);
 }
 
+static int first_block_fn(void *arg, const struct jnl_block_info *info, int parse_rc,
+    const uint8_t *data, size_t len)
+{
+	(void)parse_rc;
+	(void)data;
+	(void)len;
+	*(uint64_t *)arg = info->first_ts;
+	return 1;
+}
+
+/* The first ts (key) of the first block of SOURCE holding entries at or
+ * after FROM: after a reader failed, the block it could not read.  0 or -1. */
+static int locate_block(struct mj *m, const uint8_t source[16], uint64_t from, uint64_t *ts)
+{
+	*ts = 0;
+	return jnl_block_walk(m->j, source, from, 0, first_block_fn, ts) == 1 ? 0 : -1;
+}
+
 /* Entries of one source.  0 to go on, 1 after logging a failure, -1 when
  * the limit was reached. */
 static int dump_source(struct dumper *d, const struct jnl_source *s, uint64_t since,
@@ -85,6 +103,7 @@ static int dump_source(struct dumper *d, const struct jnl_source *s, uint64_t si
 {
 	struct jnl_reader *r = NULL;
 	struct jnl_entry e;
+	uint64_t last = 0;
 	char a[24];
 	int rc, limit_hit = 0;
 
@@ -93,6 +112,7 @@ static int dump_source(struct dumper *d, const struct jnl_source *s, uint64_t si
 		return log_error(1, "unable to read source '%s' of journal '%s': %s", s->name,
 		    d->m->path, mmm_strerror(rc));
 	while ((rc = jnl_reader_next(r, &e)) == 0) {
+		last = e.ts;
 		if (until && e.ts > until)
 			break;
 		if (!keep_entry(d, &e))
@@ -106,15 +126,13 @@ static int dump_source(struct dumper *d, const struct jnl_source *s, uint64_t si
 		}
 	}
 	if (rc != 0 && rc != MMM_EEND) {
-		const struct jnl_block_info *bi = jnl_reader_block(r);
-		if (bi)
-			log_warnx("bad block of source '%s' at ts %s: %s", s->name,
-			    mj_ts(bi->first_ts, a, sizeof a), mmm_strerror(rc));
-		else
-			log_warnx("unable to read source '%s' of journal '%s': %s", s->name,
-			    d->m->path, mmm_strerror(rc));
+		uint64_t bad;
 		jnl_reader_free(r);
-		return 1;
+		if (locate_block(d->m, s->uuid, last ? last + 1 : since, &bad) == 0)
+			return log_error(1, "bad block of source '%s' at ts %s: %s", s->name,
+			    mj_ts(bad, a, sizeof a), mmm_strerror(rc));
+		return log_error(1, "unable to read source '%s' of journal '%s': %s", s->name,
+		    d->m->path, mmm_strerror(rc));
 	}
 	jnl_reader_free(r);
 	return limit_hit ? -1 : 0;

@@ -27,8 +27,9 @@ int cmd_ship(struct mj *m)
 	if (rc)
 		return log_error(1, "%s", msg[0] ? msg : mmm_strerror(rc));
 	if (!o->quiet)
-		log_info("shipped %" PRIu64 " blocks (%" PRIu64 " entries, ts %s to %s) of source "
-		    "'%s' to '%s'", st.blocks, st.entries, mj_ts(st.first_ts, a, sizeof a),
+		log_info("shipped %" PRIu64 " block%s (%" PRIu64 " entries, ts %s to %s) of source "
+		    "'%s' to '%s'", st.blocks, st.blocks == 1 ? "" : "s", st.entries,
+		    mj_ts(st.first_ts, a, sizeof a),
 		    mj_ts(st.last_ts, b, sizeof b), s.name, o->output);
 	return 0;
 }
@@ -73,6 +74,25 @@ static int precheck(const char *file)
 	return 0;
 }
 
+/* With -c, the config's name of the segment's source (FORMAT.md §3: the
+ * source UUID is at offset 40 of the header); NULL when unknown. */
+static const char *config_name(struct mj *m, const char *file)
+{
+	const struct cfg_server *srv;
+	uint8_t hdr[56];
+	FILE *f;
+	size_t n;
+
+	if (!m->cfg || !(f = fopen(file, "rb")))
+		return NULL;
+	n = fread(hdr, 1, sizeof hdr, f);
+	fclose(f);
+	if (n != sizeof hdr)
+		return NULL;
+	srv = cfg_server_by_uuid(m->cfg, hdr + 40);
+	return srv ? srv->name : NULL;
+}
+
 int cmd_receive(struct mj *m)
 {
 	const struct mj_opts *o = m->o;
@@ -101,7 +121,8 @@ int cmd_receive(struct mj *m)
 
 		memset(&st, 0, sizeof st);
 		msg[0] = '\0';
-		rc = seg_receive(m->j, file, o->name, o->allow_gap, &st, msg, sizeof msg);
+		rc = seg_receive(m->j, file, o->name ? o->name : config_name(m, file), o->allow_gap,
+		    &st, msg, sizeof msg);
 		if (rc) {
 			if (msg[0])
 				log_warnx("%s", msg);
@@ -111,8 +132,8 @@ int cmd_receive(struct mj *m)
 			continue;
 		}
 		if (!o->quiet)
-			log_info("%s: added %zu blocks, skipped %zu (%" PRIu64 " entries)", file,
-			    st.added, st.skipped, st.entries);
+			log_info("%s: added %zu block%s, skipped %zu (%" PRIu64 " entries)", file,
+			    st.added, st.added == 1 ? "" : "s", st.skipped, st.entries);
 	}
 	return failed ? 1 : 0;
 }

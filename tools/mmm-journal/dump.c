@@ -69,7 +69,8 @@ static void emit(struct dumper *d, const struct jnl_entry *e, const struct jnl_s
 		    : bson_as_relaxed_extended_json(&b, &len);
 	if (!json) {
 		if (!d->bad_json++)
-			log_warnx("entry %s of source '%s' cannot be shown as Extended JSON",
+			log_warnx("entry %s of source '%s' cannot be shown as Extended JSON "
+			    "(invalid UTF-8?): skipped, see it with --format bson",
 			    mj_ts(e->ts, a, sizeof a), s->name);
 		return;
 	}

@@ -492,8 +492,10 @@ static int simulate(struct pair *p, size_t from, size_t to, int fetch_pass, char
 	struct docset *ds = &p->docs;
 	for (size_t i = from; i < to; i++) {
 		struct tr_op *op = &p->batch.ops[i];
-		struct docstate *d = docset_get(ds, op->ns, op->id, 1);
-		if (d == NULL)
+		struct docstate *d;
+		if (op->kind == 'c')
+			continue;
+		if ((d = docset_get(ds, op->ns, op->id, 1)) == NULL)
 			return ENOMEM;
 		if (fetch_pass) {
 			if (!d->known && !d->need_fetch && op->kind == 'u')
@@ -615,6 +617,65 @@ static int write_docs(struct pair *p, mongoc_client_session_t *s, bson_error_t *
 	return ok;
 }
 
+/* Runs one command outside a transaction, after the DDL marker that names
+ * its database (DESIGN.md §5), retrying transient failures.  Returns 0, -1
+ * when asked to stop, or 1 for a permanent failure (WHY filled). */
+static int ddl_exec(struct pair *p, const uint8_t origin[16], uint64_t ts, const char *db, const bson_t *cmd,
+    const int ok_codes[4], char *why, size_t whylen)
+{
+	mongoc_collection_t *mc = mongoc_client_get_collection(p->client, "mmm", "checkpoints");
+	bson_t sel = BSON_INITIALIZER, doc = BSON_INITIALIZER, opts = BSON_INITIALIZER, reply;
+	bson_error_t err;
+	char id[128];
+	int ok, rc = 0, backoff = 50;
+
+	oplog_marker_id(origin, p->src, "ddl", id, sizeof id);
+	BSON_APPEND_UTF8(&sel, "_id", id);
+	BSON_APPEND_UTF8(&doc, "_id", id);
+	BSON_APPEND_BINARY(&doc, "origin", BSON_SUBTYPE_UUID, origin, 16);
+	BSON_APPEND_BINARY(&doc, "source", BSON_SUBTYPE_UUID, p->src, 16);
+	BSON_APPEND_TIMESTAMP(&doc, "ts", JNL_TS_SEC(ts), JNL_TS_INC(ts));
+	BSON_APPEND_UTF8(&doc, "cmd", strcmp(db, "admin") == 0 ? "" : db);
+	BSON_APPEND_BOOL(&opts, "upsert", true);
+	for (;;) {
+		ok = mongoc_collection_replace_one(mc, &sel, &doc, &opts, NULL, &err);
+		if (ok) {
+			ok = mongoc_client_command_simple(p->client, db, cmd, NULL, &reply, &err);
+			if (!ok)
+				for (int k = 0; k < 4 && ok_codes[k]; k++)
+					if ((int)err.code == ok_codes[k])
+						ok = 1;    /* already done: a replay after a crash */
+			if (!ok && !is_transient(&err, &reply)) {
+				char *js = bson_as_relaxed_extended_json(cmd, NULL);
+				snprintf(why, whylen, "%.500s failed: %s", js ? js : "command", err.message);
+				bson_free(js);
+				bson_destroy(&reply);
+				rc = 1;
+				break;
+			}
+			bson_destroy(&reply);
+		} else if (!is_transient(&err, NULL)) {
+			snprintf(why, whylen, "cannot write ddl marker: %s", err.message);
+			rc = 1;
+			break;
+		}
+		if (ok)
+			break;
+		if (*p->app->stop) {
+			rc = -1;
+			break;
+		}
+		snprintf(p->last_error, sizeof p->last_error, "%s", err.message);
+		sleep_ms(backoff, p->app->stop);
+		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
+	}
+	mongoc_collection_destroy(mc);
+	bson_destroy(&sel);
+	bson_destroy(&doc);
+	bson_destroy(&opts);
+	return rc;
+}
+
 /* Commits ops [FROM, TO) of the batch with the checkpoint at CKPT_TS in one
  * transaction.  Returns 0, 1 for a transient failure (retry), or
  * MMM_ESERVER / MMM_EUSAGE for a permanent one (why filled). */
@@ -628,6 +689,19 @@ static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, cha
 
 	memset(&err, 0, sizeof err);
 	docset_clear(&p->docs);
+	/* a transaction's create/createIndexes: before it, idempotently */
+	for (size_t i = from; i < to; i++) {
+		struct tr_op *op = &p->batch.ops[i];
+		if (op->kind != 'c')
+			continue;
+		rc = ddl_exec(p, p->batch_origin, op->ts, op->ns, op->o, op->ok_codes, why, whylen);
+		if (rc != 0) {
+			*bad_ts = op->ts;
+			*bad_ns = op->ns;
+			rc = rc < 0 ? 1 : MMM_ESERVER;
+			goto out;
+		}
+	}
 	if ((rc = simulate(p, from, to, 1, why, whylen, bad_ts, bad_ns)) != 0)
 		goto out;
 	if ((s = mongoc_client_start_session(p->client, NULL, &err)) == NULL) {
@@ -790,7 +864,7 @@ static int run_ddl(struct pair *p, const bson_t *entry, uint64_t ts, const uint8
 {
 	struct tr_cmd *cmds;
 	size_t n;
-	char why[1024], id[128];
+	char why[1024];
 	const char *ns = "";
 	bson_iter_t it;
 	int rc;
@@ -803,54 +877,11 @@ static int run_ddl(struct pair *p, const bson_t *entry, uint64_t ts, const uint8
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
-		mongoc_collection_t *mc = mongoc_client_get_collection(p->client, "mmm", "checkpoints");
-		bson_t sel = BSON_INITIALIZER, doc = BSON_INITIALIZER, opts = BSON_INITIALIZER, reply;
-		bson_error_t err;
-		int ok, backoff = 50;
-
-		oplog_marker_id(origin, p->src, "ddl", id, sizeof id);
-		BSON_APPEND_UTF8(&sel, "_id", id);
-		BSON_APPEND_UTF8(&doc, "_id", id);
-		BSON_APPEND_BINARY(&doc, "origin", BSON_SUBTYPE_UUID, origin, 16);
-		BSON_APPEND_BINARY(&doc, "source", BSON_SUBTYPE_UUID, p->src, 16);
-		BSON_APPEND_TIMESTAMP(&doc, "ts", JNL_TS_SEC(ts), JNL_TS_INC(ts));
-		BSON_APPEND_UTF8(&doc, "cmd", strcmp(cmds[i].db, "admin") == 0 ? "" : cmds[i].db);
-		BSON_APPEND_BOOL(&opts, "upsert", true);
-		for (;;) {
-			ok = mongoc_collection_replace_one(mc, &sel, &doc, &opts, NULL, &err);
-			if (ok) {
-				ok = mongoc_client_command_simple(p->client, cmds[i].db, cmds[i].cmd, NULL, &reply, &err);
-				if (!ok)
-					for (int k = 0; k < 4 && cmds[i].ok_codes[k]; k++)
-						if ((int)err.code == cmds[i].ok_codes[k])
-							ok = 1;    /* already done: a replay after a crash */
-				if (!ok && !is_transient(&err, &reply)) {
-					char *js = bson_as_relaxed_extended_json(cmds[i].cmd, NULL);
-					snprintf(why, sizeof why, "%.500s failed: %s", js ? js : "command", err.message);
-					bson_free(js);
-					bson_destroy(&reply);
-					break;
-				}
-				bson_destroy(&reply);
-			} else if (!is_transient(&err, NULL)) {
-				snprintf(why, sizeof why, "cannot write ddl marker: %s", err.message);
-				break;
-			}
-			if (ok || *p->app->stop)
-				break;
-			snprintf(p->last_error, sizeof p->last_error, "%s", err.message);
-			sleep_ms(backoff, p->app->stop);
-			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
-		}
-		mongoc_collection_destroy(mc);
-		bson_destroy(&sel);
-		bson_destroy(&doc);
-		bson_destroy(&opts);
-		if (!ok) {
+		rc = ddl_exec(p, origin, ts, cmds[i].db, cmds[i].cmd, cmds[i].ok_codes, why, sizeof why);
+		if (rc != 0) {
 			tr_cmds_free(cmds, n);
-			if (*p->app->stop)
-				return -1;
-			stop_pair(p, ts, ns, why);
+			if (rc > 0)
+				stop_pair(p, ts, ns, why);
 			return -1;
 		}
 	}
@@ -914,8 +945,11 @@ static int applyops_ops(struct pair *p, const bson_t *entry, uint64_t ts, int ow
 		bson_init_static(&op, data, dl);
 		bson_iter_t opit;
 		if (bson_iter_init_find(&opit, &op, "op") && BSON_ITER_HOLDS_UTF8(&opit) &&
-		    bson_iter_utf8(&opit, NULL)[0] == 'c')
-			return snprintf(why, len, "applyOps holding a command is not supported"), MMM_EUSAGE;
+		    bson_iter_utf8(&opit, NULL)[0] == 'c') {
+			if ((rc = tr_txn_cmd(&op, ts, p->my_links, p->my_nlinks, own, out, why, len)) != 0)
+				return rc;
+			continue;
+		}
 		if (bson_iter_init_find(&opit, &op, "op") && BSON_ITER_HOLDS_UTF8(&opit) &&
 		    bson_iter_utf8(&opit, NULL)[0] == 'n')
 			continue;

@@ -25,6 +25,7 @@ static void usage(FILE *f)
 	fprintf(f,
 	    "usage: mmm-apply -c FILE [--server NAME]... [-n] [-v]\n"
 	    "                 [--log-format text|json] [--log-file FILE]\n"
+	    "       mmm-apply -c FILE --status\n"
 	    "\n"
 	    "Replays the journal into each destination master (apply.servers, default\n"
 	    "every server), following the links stored on it (mmm.links), exactly once.\n"
@@ -32,6 +33,8 @@ static void usage(FILE *f)
 	    "  -c, --config FILE     the site's configuration (YAML)\n"
 	    "  -s, --server NAME     apply only into this server (repeatable)\n"
 	    "  -n, --check           check the configuration and exit\n"
+	    "      --status          print each link's status from the journal as JSON\n"
+	    "                        lines {key, status} and exit\n"
 	    "  -v, --verbose         debug logging\n"
 	    "      --log-format F    text (default) or json lines\n"
 	    "      --log-file FILE   append the log to FILE (reopened on SIGHUP)\n"
@@ -39,6 +42,15 @@ static void usage(FILE *f)
 	    "\n"
 	    "SIGTERM or SIGINT finish the current batch and exit 0. Exit 1 when a\n"
 	    "link stopped on an error, 2 on bad usage or configuration.\n");
+}
+
+static int print_status(void *arg, const char *key, const bson_t *doc)
+{
+	char *js = bson_as_relaxed_extended_json(doc, NULL);
+	(void)arg;
+	printf("{\"key\": \"%s\", \"status\": %s}\n", key, js ? js : "null");
+	bson_free(js);
+	return 0;
 }
 
 static void *hup_watch(void *arg)
@@ -63,6 +75,7 @@ int main(int argc, char **argv)
 		{ "verbose", no_argument, NULL, 'v' },
 		{ "log-format", required_argument, NULL, 'L' },
 		{ "log-file", required_argument, NULL, 'l' },
+		{ "status", no_argument, NULL, 'S' },
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
@@ -71,7 +84,7 @@ int main(int argc, char **argv)
 	struct cfg *cfg = NULL;
 	struct jnl *j = NULL;
 	enum log_fmt fmt = LOG_FMT_TEXT;
-	int check = 0, verbose = 0, ch, rc;
+	int check = 0, verbose = 0, status = 0, ch, rc;
 	char err[1024];
 	struct sigaction sa;
 	pthread_t hup;
@@ -94,6 +107,7 @@ int main(int argc, char **argv)
 			}
 			break;
 		case 'l': logfile = optarg; break;
+		case 'S': status = 1; break;
 		case 'h': usage(stdout); return 0;
 		default: usage(stderr); return 2;
 		}
@@ -141,6 +155,17 @@ int main(int argc, char **argv)
 		    n == 1 ? "" : "s", cfg->journal_path);
 		cfg_free(cfg);
 		return 0;
+	}
+	if (status) {
+		if ((rc = jnl_open(cfg->journal_path, JNL_RDONLY, &j)) != 0) {
+			log_warnx("unable to open journal '%s': %s", cfg->journal_path, mmm_strerror(rc));
+			cfg_free(cfg);
+			return 1;
+		}
+		rc = jnl_status_walk(j, "apply/", print_status, NULL);
+		jnl_close(j);
+		cfg_free(cfg);
+		return rc ? 1 : 0;
 	}
 	if ((rc = jnl_open(cfg->journal_path, JNL_CREATE, &j)) != 0) {
 		log_warnx("unable to open journal '%s': %s", cfg->journal_path, mmm_strerror(rc));

@@ -9,7 +9,8 @@
 void tr_list_clear(struct tr_list *l)
 {
 	for (size_t i = 0; i < l->n; i++) {
-		bson_destroy(l->ops[i].id);
+		if (l->ops[i].id)
+			bson_destroy(l->ops[i].id);
 		if (l->ops[i].o)
 			bson_destroy(l->ops[i].o);
 	}
@@ -201,14 +202,29 @@ static void copy_rest(bson_t *dst, const bson_t *o, const char *const *skip)
 	}
 }
 
+static int ddl_at(const bson_t *entry, uint64_t ts, const struct app_link *links, size_t nlinks, int own,
+    struct tr_cmd **out, size_t *n, char *why, size_t len);
+
 int tr_ddl(const bson_t *entry, const struct app_link *links, size_t nlinks, int own,
+    struct tr_cmd **out, size_t *n, char *why, size_t len)
+{
+	bson_iter_t it;
+	uint64_t ts = 0;
+	if (bson_iter_init_find(&it, entry, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it)) {
+		uint32_t s, i;
+		bson_iter_timestamp(&it, &s, &i);
+		ts = ((uint64_t)s << 32) | i;
+	}
+	return ddl_at(entry, ts, links, nlinks, own, out, n, why, len);
+}
+
+static int ddl_at(const bson_t *entry, uint64_t ts, const struct app_link *links, size_t nlinks, int own,
     struct tr_cmd **out, size_t *n, char *why, size_t len)
 {
 	const char *ns = get_str(entry, "ns"), *name = tr_command_name(entry), *coll;
 	char db[LINK_NS_MAX], src[2 * LINK_NS_MAX + 2], dst[LINK_NS_MAX], ddb[LINK_NS_MAX];
 	bson_t o;
 	bson_iter_t it;
-	uint64_t ts = 0;
 
 	*out = NULL;
 	*n = 0;
@@ -217,11 +233,6 @@ int tr_ddl(const bson_t *entry, const struct app_link *links, size_t nlinks, int
 	split_ns(ns, db, sizeof db, &coll);
 	if (ns_never_applied(ns))
 		return 0;
-	if (bson_iter_init_find(&it, entry, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it)) {
-		uint32_t s, i;
-		bson_iter_timestamp(&it, &s, &i);
-		ts = ((uint64_t)s << 32) | i;
-	}
 	if (strcmp(name, "startIndexBuild") == 0 || strcmp(name, "abortIndexBuild") == 0)
 		return 0;     /* commitIndexBuild carries the specs; mongorestore skips these too */
 	for (size_t li = 0; li < nlinks; li++) {
@@ -309,5 +320,34 @@ int tr_ddl(const bson_t *entry, const struct app_link *links, size_t nlinks, int
 			return snprintf(why, len, "unsupported command '%s' on '%s'", name, ns), MMM_EUSAGE;
 		}
 	}
+	return 0;
+}
+
+int tr_txn_cmd(const bson_t *op, uint64_t ts, const struct app_link *links, size_t nlinks, int own,
+    struct tr_list *out, char *why, size_t len)
+{
+	const char *name = tr_command_name(op);
+	struct tr_cmd *cmds = NULL;
+	size_t n = 0;
+	int rc;
+
+	if (strcmp(name, "create") != 0 && strcmp(name, "createIndexes") != 0)
+		return snprintf(why, len, "command '%s' inside a transaction is not supported", name), MMM_EUSAGE;
+	if ((rc = ddl_at(op, ts, links, nlinks, own, &cmds, &n, why, len)) != 0)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		struct tr_op *t = tr_push(out);
+		if (t == NULL) {
+			tr_cmds_free(cmds, n);
+			return ENOMEM;
+		}
+		t->kind = 'c';
+		snprintf(t->ns, sizeof t->ns, "%s", cmds[i].db);
+		t->o = cmds[i].cmd;
+		cmds[i].cmd = bson_new();
+		memcpy(t->ok_codes, cmds[i].ok_codes, sizeof t->ok_codes);
+		t->ts = ts;
+	}
+	tr_cmds_free(cmds, n);
 	return 0;
 }

@@ -16,11 +16,12 @@
 #include "links.h"
 
 struct tr_op {
-	char kind;                 /* 'i' 'r' 'u' 'd' */
-	char ns[LINK_NS_MAX];      /* destination namespace */
-	bson_t *id;                /* {_id: value} */
-	bson_t *o;                 /* document ('i','r') or update ('u'); NULL for 'd' */
+	char kind;                 /* 'i' 'r' 'u' 'd', or 'c': a command of a transaction */
+	char ns[LINK_NS_MAX];      /* destination namespace ('c': the database) */
+	bson_t *id;                /* {_id: value} (NULL for 'c') */
+	bson_t *o;                 /* document ('i','r'), update ('u') or command ('c'); NULL for 'd' */
 	uint64_t ts;               /* source entry */
+	int ok_codes[4];           /* 'c': server codes that mean it is already done */
 };
 
 struct tr_list {
@@ -54,6 +55,12 @@ struct tr_cmd {
 int tr_ddl(const bson_t *entry, const struct app_link *links, size_t nlinks, int own,
     struct tr_cmd **out, size_t *n, char *why, size_t len);
 void tr_cmds_free(struct tr_cmd *cmds, size_t n);
+
+/* Translates a command op inside a transaction's applyOps (create,
+ * createIndexes: the only ones a server logs there) into 'c' tr_ops of OUT.
+ * 0, or MMM_EUSAGE with a reason. */
+int tr_txn_cmd(const bson_t *op, uint64_t ts, const struct app_link *links, size_t nlinks, int own,
+    struct tr_list *out, char *why, size_t len);
 
 /* The first key of an entry's `o` ("applyOps", "create", ...); "" if none. */
 const char *tr_command_name(const bson_t *entry);

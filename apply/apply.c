@@ -1317,13 +1317,3 @@ int app_run(const struct cfg *cfg, struct jnl *j, const size_t *dests, size_t n,
 	free(d);
 	return failed ? 1 : 0;
 }
-
-/* ---- replay (mmm-journal replay) --------------------------------------------- */
-
-int app_replay(struct jnl *j, const uint8_t source[16], uint64_t since, uint64_t until,
-    const char *uri, const char *ns, uint64_t *applied, char *msg, size_t msglen)
-{
-	(void)j; (void)source; (void)since; (void)until; (void)uri; (void)ns; (void)applied;
-	snprintf(msg, msglen, "replay is not implemented yet");
-	return MMM_EUSAGE;
-}

@@ -259,6 +259,49 @@ def test_corrupt_segments(tmp):
     check(p.returncode == 0 and 'added 1 block' in p.err, 'the intact segment is accepted: %s' % p.err)
 
 
+def test_corrupt_multiblock(tmp, seg_path):
+    """A sample of flips and cuts of a two-block segment (the chain inside it)."""
+    e = os.path.join(tmp, 'e')
+    p = mj('-j', e, 'import-bson', os.path.join(FIX, 'oplog', 'mongorestore_testdata_oplogs_bson_drop_db.bson'),
+           '--source', src_uuid('other'), '--name', 'other')
+    check(p.returncode == 0, 'setup of a journal with another source: %s' % p.err)
+    with open(seg_path, 'rb') as fh:
+        seg = fh.read()
+    blocks = blocks_of_segment(seg)
+    check(len(blocks) == 2, 'a two-block segment')
+    before = stat_verify(e)
+    rnd = random.Random(7)
+    edges = set()
+    for off, ln, _, _ in blocks:   # around each block's header and its end
+        edges |= set(range(off, off + 96)) | set(range(off + ln - 8, off + ln))
+    flips = sorted(rnd.sample(sorted(edges), 40) + [rnd.randrange(len(seg)) for _ in range(40)])
+    cuts = sorted({blocks[1][0], blocks[1][0] - 1, blocks[1][0] + 1} |
+                  {rnd.randrange(len(seg)) for _ in range(30)})
+
+    def attempt(job):
+        i, data = job
+        path = write(os.path.join(tmp, 'mb%d.mmmseg' % i), data)
+        p = mj('-j', e, 'receive', path)
+        os.unlink(path)
+        return p
+    jobs = []
+    for pos in flips:
+        bad = bytearray(seg)
+        bad[pos] ^= 0x80 >> (pos % 8)
+        jobs.append(('flip byte %d' % pos, bytes(bad)))
+    jobs += [('cut at %d' % c, seg[:c]) for c in cuts]
+    from concurrent.futures import ThreadPoolExecutor
+    with ThreadPoolExecutor(max(2, os.cpu_count() or 2)) as ex:
+        results = list(ex.map(attempt, enumerate(d for _, d in jobs)))
+    wrong = [(what, p.returncode, p.err) for (what, _), p in zip(jobs, results)
+             if p.returncode != 1 or not one_line(p)]
+    check(not wrong, '%d of %d spoiled two-block segments not refused, e.g. %s' %
+          (len(wrong), len(jobs), wrong[:3]))
+    check(stat_verify(e) == before, 'journal unchanged after %d spoiled two-block segments' % len(jobs))
+    p = mj('-j', e, 'receive', seg_path)
+    check(p.returncode == 0 and 'added 2 blocks' in p.err, 'the intact two-block segment: %s' % p.err)
+
+
 def test_verify_flips(tmp, jdir):
     """Acceptance 4: a flipped byte inside a stored block is found and named."""
     sid = src_uuid('gen')
@@ -314,6 +357,7 @@ def main():
         try:
             b = test_receive(tmp)
             test_corrupt_segments(tmp)
+            test_corrupt_multiblock(tmp, os.path.join(tmp, 's12.mmmseg'))
             if b:
                 test_verify_flips(tmp, b)
         except Exception as e:

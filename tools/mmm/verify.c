@@ -84,7 +84,7 @@ static int map_add(struct docmap *m, const bson_t *doc)
 	return 0;
 }
 
-static void map_index(struct docmap *m)
+static int map_index(struct docmap *m)
 {
 	m->nslots = 16;
 	while (m->nslots < m->n * 2)
@@ -96,6 +96,7 @@ static void map_index(struct docmap *m)
 			h = (h + 1) & (m->nslots - 1);
 		m->slots[h] = i + 1;
 	}
+	return m->slots ? 0 : ENOMEM;
 }
 
 static const bson_t *map_find(const struct docmap *m, const bson_t *doc, size_t *at)
@@ -187,7 +188,7 @@ static int compare(mongoc_client_t *ca, const struct side *a, mongoc_client_t *c
 	struct docmap ma = { 0 }, mb = { 0 };
 	bson_error_t err;
 	size_t diffs = 0, listed = 0;
-	char ha[40], hb[40];
+	char ha[40], hb[40], miss_b[200], miss_a[200];
 	int rc;
 
 	if (strcmp(a->ns, b->ns) == 0 && coll_hash(ca, a->ns, ha, &err) == 0 && coll_hash(cb, b->ns, hb, &err) == 0 &&
@@ -201,8 +202,14 @@ static int compare(mongoc_client_t *ca, const struct side *a, mongoc_client_t *c
 		map_free(&mb);
 		return -1;
 	}
-	map_index(&ma);
-	map_index(&mb);
+	if (map_index(&ma) != 0 || map_index(&mb) != 0) {
+		log_warnx("out of memory comparing %s/%s with %s/%s", a->srv->name, a->ns, b->srv->name, b->ns);
+		map_free(&ma);
+		map_free(&mb);
+		return -1;
+	}
+	snprintf(miss_b, sizeof miss_b, "missing on %s", b->srv->name);
+	snprintf(miss_a, sizeof miss_a, "missing on %s", a->srv->name);
 	/* first pass counts, second lists */
 	for (int pass = 0; pass < 2; pass++) {
 		if (pass == 1) {
@@ -214,7 +221,7 @@ static int compare(mongoc_client_t *ca, const struct side *a, mongoc_client_t *c
 		for (size_t i = 0; i < ma.n; i++) {
 			size_t at;
 			const bson_t *o = map_find(&mb, ma.docs[i], &at);
-			const char *why = !o ? "missing on the destination" :
+			const char *why = !o ? miss_b :
 			    (o->len != ma.docs[i]->len || memcmp(bson_get_data(o), bson_get_data(ma.docs[i]), o->len) != 0) ?
 			    "different" : NULL;
 			if (!why)
@@ -231,7 +238,7 @@ static int compare(mongoc_client_t *ca, const struct side *a, mongoc_client_t *c
 			if (pass == 0)
 				diffs++;
 			else if (listed++ < MAX_LISTED)
-				print_id(mb.docs[i], "missing on the source");
+				print_id(mb.docs[i], miss_a);
 		}
 	}
 	if (diffs > MAX_LISTED)

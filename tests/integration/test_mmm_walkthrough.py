@@ -1,0 +1,166 @@
+"""The original MongoMultiMaster README walkthrough, unchanged, against a
+seed-style test.yml (issue 6, acceptance 2): clear-config (answer y),
+dump-config, four replicate commands, dump-config, run.  Output is compared
+byte for byte with the original's, except the URIs (ours are the configured
+ones, with the test's ports) and the prompt's echoed answer.
+"""
+import os
+import re
+import shutil
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mmmlib import Env, FIX, ID_A, MMM, mmm, wait_for  # noqa: E402
+from simlib import Checker  # noqa: E402
+
+ck = Checker("mmm walkthrough")
+
+# The original's output, as its README shows it (the terminal echoed "y").
+ORIG_CLEAR = ("About to clear config on servers: ['server_a', 'server_b'], are you sure? (yN) y\n"
+              "Clear config for server_a\n"
+              "Clear config for server_b\n")
+ORIG_DUMP_EMPTY = ("=== Server Config ===\n"
+                   "server_a (2c88ae84-7cb9-40f7-835d-c05e981f564d) => mongodb://localhost:27019\n"
+                   "server_b (ID_B) => mongodb://localhost:27017\n"
+                   "\n"
+                   "=== server_a Replication Config\n"
+                   "=== server_b Replication Config\n"
+                   "\n")
+ORIG_DUMP_FULL = ("=== Server Config ===\n"
+                  "server_a (2c88ae84-7cb9-40f7-835d-c05e981f564d) => mongodb://localhost:27019\n"
+                  "server_b (ID_B) => mongodb://localhost:27017\n"
+                  "\n"
+                  "=== server_a Replication Config\n"
+                  "     - test.foo <= server_b/test.foo\n"
+                  "     - test.bar <= server_b/test.bar\n"
+                  "=== server_b Replication Config\n"
+                  "     - test.foo <= server_a/test.foo\n"
+                  "     - test.bar <= server_a/test.bar\n"
+                  "\n")
+
+
+def main():
+    with Env("walkthrough") as env:
+        a = env.sim("a")
+        b = env.sim("b")
+        # test.yml as the config helper seeded it, with this test's ports
+        with open(os.path.join(FIX, "config", "test.yml")) as f:
+            text = f.read()
+        ck.check("27019" in text and "27017" in text and "replicaSet=" in text, "seed test.yml shape")
+        text = text.replace(":27019/", ":%d/" % a.port).replace(":27017/", ":%d/" % b.port)
+        cfg = env.path("test.yml")
+        with open(cfg, "w") as f:
+            f.write(text)
+        id_b = re.search(r"server_b:\s*\n\s*id: '([0-9a-f-]+)'", text).group(1)
+        uri_a = re.search(r"server_a:\s*\n.*\n\s*uri: '([^']+)'", text).group(1)
+        uri_b = re.search(r"server_b:\s*\n.*\n\s*uri: '([^']+)'", text).group(1)
+
+        def ours(orig):
+            """The original's text with our URIs, UUIDs and ports."""
+            return (orig.replace("mongodb://localhost:27019", uri_a).replace("mongodb://localhost:27017", uri_b)
+                    .replace("ID_B", id_b))
+
+        ca, cb = a.client(), b.client()
+        # leftovers from "an earlier run": clear-config removes them
+        ca.mmm.links.insert_one({"_id": "old", "src_name": "server_b", "src_ns": "x.y", "dst_ns": "x.y"})
+
+        # $ mmm -c test.yml clear-config   (answer y)
+        os.chdir(env.tmp)
+        rc, out, err = mmm("test.yml", "clear-config", input="y\n")
+        ck.eq(rc, 0, "clear-config exit")
+        # stdin is not a terminal: the answer is not echoed, the tool ends the line itself
+        ck.eq(out.replace("(yN) \n", "(yN) y\n", 1), ORIG_CLEAR, "clear-config output")
+        ck.eq(err, "", "clear-config stderr")
+        ck.eq(ca.mmm.links.count_documents({}), 0, "clear-config removed the old link")
+
+        # $ mmm -c test.yml dump-config
+        rc, out, err = mmm("test.yml", "dump-config")
+        ck.eq(rc, 0, "dump-config exit")
+        ck.eq(out, ours(ORIG_DUMP_EMPTY), "dump-config output (no links)")
+        ck.eq(err, "", "dump-config stderr")
+
+        # the four replicate commands (the last with the original's short options)
+        for argv in (["--src=server_a/test.foo", "--dst=server_b/test.foo"],
+                     ["--src=server_a/test.bar", "--dst=server_b/test.bar"],
+                     ["--src=server_b/test.foo", "--dst=server_a/test.foo"],
+                     ["-s", "server_b/test.bar", "-d", "server_a/test.bar"]):
+            rc, out, err = mmm("test.yml", "replicate", *argv)
+            ck.eq((rc, out, err), (0, "", ""), "replicate %s" % " ".join(argv))
+        ck.eq(cb.mmm.links.count_documents({}), 2, "two links stored on server_b")
+        ck.eq(ca.mmm.links.count_documents({}), 2, "two links stored on server_a")
+        ck.eq(ca.local.mmm.count_documents({}) + cb.local.mmm.count_documents({}), 0, "nothing in local")
+
+        rc, out, err = mmm("test.yml", "dump-config")
+        ck.eq(rc, 0, "dump-config exit")
+        ck.eq(out, ours(ORIG_DUMP_FULL), "dump-config output (four links)")
+
+        # replicate again: the same link, not a second one
+        rc, out, err = mmm("test.yml", "replicate", "--src=server_a/test.foo", "--dst=server_b/test.foo")
+        ck.eq(rc, 0, "replicate again")
+        ck.eq(cb.mmm.links.count_documents({}), 2, "replicate is idempotent")
+
+        # $ mmm -c test.yml run
+        run = env.daemon([MMM, "-c", "test.yml", "run"], "run.log")
+        ca.test.foo.insert_many([{"_id": i, "from": "a"} for i in range(50)])
+        cb.test.bar.insert_many([{"_id": i, "from": "b"} for i in range(50)])
+        ca.test.foo.update_many({"_id": {"$lt": 10}}, {"$set": {"touched": True}})
+        cb.test.bar.delete_many({"_id": {"$gte": 40}})
+        ca.test.baz.insert_one({"_id": "not linked"})
+
+        def converged():
+            return (cb.test.foo.count_documents({}) == 50 and cb.test.foo.count_documents({"touched": True}) == 10
+                    and ca.test.bar.count_documents({}) == 40)
+        ck.check(wait_for(converged, 60, 0.1), "run replicates both ways")
+        # and back: a write on b to test.foo reaches a, without bouncing
+        cb.test.foo.update_one({"_id": 1}, {"$set": {"by": "b"}})
+        ck.check(wait_for(lambda: (ca.test.foo.find_one({"_id": 1}) or {}).get("by") == "b", 60, 0.1),
+                 "b's update of test.foo reaches a")
+        rc, out, err = mmm("test.yml", "verify")
+        ck.eq(rc, 0, "verify passes while running")
+        ck.eq(sorted(out.split("\n")[:-1]),
+              ["ok    server_b/test.bar = server_a/test.bar (dbHash %s)" % ca.test.command("dbHash", collections=["bar"])["collections"]["bar"],
+               "ok    server_b/test.foo = server_a/test.foo (dbHash %s)" % ca.test.command("dbHash", collections=["foo"])["collections"]["foo"]],
+              "verify output")
+        ck.eq(cb.test.baz.count_documents({}), 0, "an unlinked collection is not replicated")
+        ck.eq(run.term(), 0, "run stops cleanly on SIGTERM")
+        log = run.log()
+        ck.check("running:" in log and "stopped" in log, "run logs start and stop: %r" % log[-500:])
+
+        # verify finds a difference made while nothing runs, and names it
+        cb.test.foo.update_one({"_id": 7}, {"$set": {"drift": 1}})
+        cb.test.foo.insert_one({"_id": "only-b"})
+        rc, out, err = mmm("test.yml", "verify")
+        ck.eq(rc, 1, "verify exit on a difference")
+        ck.check("DIFF  server_b/test.foo != server_a/test.foo: 2 documents differ (51 and 50 documents)" in out, "verify DIFF line: %r" % out)
+        ck.check('{ "_id" : 7 }  different' in out, "verify names _id 7: %r" % out)
+        ck.check('{ "_id" : "only-b" }  missing on server_a' in out, "verify names only-b: %r" % out)
+        ck.check("ok    server_b/test.bar = server_a/test.bar" in out, "verify: test.bar still ok")
+        rc, out, err = mmm("test.yml", "verify", "--link", "server_a/test.bar=server_b/test.bar")
+        ck.eq(rc, 0, "verify --link of an identical pair")
+        ck.check("test.foo" not in out, "verify --link checks only that link")
+
+        # -y and --server: no question, only that server
+        rc, out, err = mmm("test.yml", "clear-config", "-y", "--server", "server_b")
+        ck.eq((rc, out), (0, "Clear config for server_b\n"), "clear-config -y --server server_b")
+        ck.eq(cb.mmm.links.count_documents({}), 0, "server_b's links are gone")
+        ck.eq(ca.mmm.links.count_documents({}), 2, "server_a's links are kept")
+        # answering no changes nothing
+        rc, out, err = mmm("test.yml", "clear-config", input="n\n")
+        ck.eq(rc, 1, "clear-config answered n: exit")
+        ck.check(out.endswith("Aborted.\n"), "clear-config answered n: says so")
+        ck.eq(ca.mmm.links.count_documents({}), 2, "clear-config answered n: nothing changed")
+
+        # passwords are never shown
+        red = env.path("red.yml")
+        with open(red, "w") as f:
+            f.write(text.replace("mongodb://127.0.0.1", "mongodb://admin:s3cret@127.0.0.1", 1))
+        rc, out, err = mmm(red, "dump-config")
+        ck.check("s3cret" not in out + err, "password not shown: %r" % (out + err))
+        ck.check("server_a (%s) => mongodb://admin:***@127.0.0.1:%d/?replicaSet=a\n" % (ID_A, a.port) in out,
+                 "redacted uri in dump-config: %r" % out)
+        shutil.rmtree(env.path("mmm-journal"), ignore_errors=True)
+    return ck.done()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

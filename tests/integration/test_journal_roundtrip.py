@@ -35,6 +35,12 @@ def check(cond, what):
     return cond
 
 
+# libmongoc (linked for URI parsing) keeps counters in /dev/shm/mongoc-PID;
+# a killed process leaves its file behind, and a later process given the
+# same PID then warns "Falling back to malloc for counters" on stderr.
+os.environ.setdefault('MONGOC_DISABLE_SHM', '1')
+
+
 def mj(*args, stdin=None, env=None):
     e = dict(os.environ)
     e.update(env or {})

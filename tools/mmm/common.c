@@ -31,6 +31,11 @@ static void silent_log(mongoc_log_level_t level, const char *domain, const char 
 		log_debug("libmongoc %s: %s", domain, message);
 }
 
+void mmm_quiet_mongoc(void)
+{
+	mongoc_log_set_handler(silent_log, NULL);
+}
+
 mongoc_client_t *mmm_connect(const struct cfg_server *srv)
 {
 	bson_error_t err;
@@ -38,7 +43,6 @@ mongoc_client_t *mmm_connect(const struct cfg_server *srv)
 	mongoc_client_t *c = NULL;
 	bson_t ping = BSON_INITIALIZER;
 
-	mongoc_log_set_handler(silent_log, NULL);
 	if ((uri = mongoc_uri_new_with_error(srv->uri, &err)) == NULL) {
 		log_warnx("bad uri for '%s': %s", srv->name, err.message);
 		return NULL;
@@ -94,6 +98,11 @@ int mmm_parse_target(const struct cfg *cfg, const char *arg, const char *what,
 int mmm_select(const struct mmm *m, size_t *idx, size_t *n)
 {
 	*n = 0;
+	if (m->cfg->nservers > MMM_MAX_SERVERS) {
+		log_warnx("too many servers in '%s' (%zu): mmm handles at most %d", m->cfg->path, m->cfg->nservers,
+		    MMM_MAX_SERVERS);
+		return 2;
+	}
 	if (m->o->nservers == 0) {
 		for (size_t i = 0; i < m->cfg->nservers; i++)
 			idx[(*n)++] = i;

@@ -11,6 +11,7 @@
 
 int cmd_clear_config(struct mmm *m)
 {
+	mongoc_client_t *clients[64] = { 0 };
 	size_t idx[64], n;
 	char line[64];
 	int rc;
@@ -31,22 +32,28 @@ int cmd_clear_config(struct mmm *m)
 			return 1;
 		}
 	}
+	/* reach every server before clearing any: all or nothing when one is down */
+	for (size_t i = 0; i < n; i++)
+		if ((clients[i] = mmm_connect(&m->cfg->servers[idx[i]])) == NULL) {
+			rc = 1;
+			goto out;
+		}
 	for (size_t i = 0; i < n; i++) {
 		const struct cfg_server *s = &m->cfg->servers[idx[i]];
-		mongoc_client_t *c;
 		bson_error_t err;
 		printf("Clear config for %s\n", s->name);
 		fflush(stdout);
-		if ((c = mmm_connect(s)) == NULL)
-			return 1;
-		if (links_clear(c, &err) != 0) {
+		if (links_clear(clients[i], &err) != 0) {
 			log_warnx("cannot clear config on '%s': %s", s->name, err.message);
-			mongoc_client_destroy(c);
-			return 1;
+			rc = 1;
+			goto out;
 		}
-		mongoc_client_destroy(c);
 	}
-	return 0;
+out:
+	for (size_t i = 0; i < n; i++)
+		if (clients[i])
+			mongoc_client_destroy(clients[i]);
+	return rc;
 }
 
 /* Order of a link in dump-config: its source's place in the configuration. */

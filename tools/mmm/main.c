@@ -176,6 +176,7 @@ int main(int argc, char **argv)
 		return 2;
 	memset(&m, 0, sizeof m);
 	m.o = &o;
+	mmm_quiet_mongoc();
 	if ((rc = cfg_load(o.config, &m.cfg, err, sizeof err)) != 0) {
 		log_warnx("%s", err);
 		return 2;

@@ -12,6 +12,8 @@
 #include "config.h"
 #include "links.h"
 
+#define MMM_MAX_SERVERS 64
+
 struct mmm_opts {
 	const char *config;
 	const char *servers[64];   /* --server/-s (repeatable) */
@@ -34,13 +36,17 @@ struct mmm {
 
 /* The journal path for CFG: journal.path, else "mmm-journal" in the config's directory. */
 char *mmm_journal_path(const struct cfg *cfg);
+/* Sends libmongoc's own log lines to log_debug (they would otherwise reach
+ * stderr unformatted, e.g. while the configuration's URIs are parsed). */
+void mmm_quiet_mongoc(void);
 /* A client for SRV that gives up within ~3 s; NULL after logging a one-line
  * error naming the server ("cannot reach 'server_a' (URI): reason"). */
 mongoc_client_t *mmm_connect(const struct cfg_server *srv);
 /* Parses "SERVER/NS": 0, or logs and returns 2. */
 int mmm_parse_target(const struct cfg *cfg, const char *arg, const char *what,
     const struct cfg_server **srv, char *ns, size_t nslen);
-/* Indexes of --server names (or every server when none): 0, or 2 after logging. */
+/* Indexes of --server names (or every server when none) into IDX (room for
+ * MMM_MAX_SERVERS): 0, or 2 after logging. */
 int mmm_select(const struct mmm *m, size_t *idx, size_t *n);
 
 int cmd_clear_config(struct mmm *m);

@@ -314,8 +314,18 @@ static int copy_existing(mongoc_client_t *src, mongoc_client_t *dst, const struc
 	return rc;
 }
 
+/* Whether this site's capture takes SRC (capture.servers). */
+static int captured_here(const struct cfg *cfg, const struct cfg_server *src)
+{
+	for (size_t i = 0; i < cfg->ncapture; i++)
+		if (&cfg->servers[cfg->capture[i]] == src)
+			return 1;
+	return 0;
+}
+
 /* Tells this site's capture, when it has not captured SRC yet, to start no
- * later than TS, so that no write between now and `mmm run` is missed. */
+ * later than TS, so that no write between now and `mmm run` is missed.  A
+ * source another site captures (its blocks are received here) gets no hint. */
 static void hint_capture(struct mmm *m, const struct cfg_server *src, uint64_t ts)
 {
 	struct jnl *j;
@@ -324,6 +334,8 @@ static void hint_capture(struct mmm *m, const struct cfg_server *src, uint64_t t
 	bson_t doc, old;
 	bson_iter_t it;
 
+	if (!captured_here(m->cfg, src))
+		return;
 	if (jnl_open(m->journal_path, JNL_CREATE, &j) != 0)
 		return;
 	if (jnl_source_get(j, src->uuid, &js) != 0 || js.last_ts == 0) {

@@ -76,7 +76,7 @@ def main():
                 for o in e["o"]["applyOps"]:
                     if o["ns"] == "test.c" and o["op"] == "i":
                         ins[o["o"]["_id"]] = ins.get(o["o"]["_id"], 0) + 1
-            ck.eq(len(ins), 20, "inserts of a received by b")
+            ck.eq(len(ins), 21, "inserts of a received by b (20 and dup)")
             ck.check(all(v == 1 for v in ins.values()), "each insert of a applied once on b: %r" % ins)
             ck.eq(m.app.term(), 0, "apply exits 0 on SIGTERM")
             if ck.failed:

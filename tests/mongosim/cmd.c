@@ -189,7 +189,7 @@ void sim_check_stepup(void)
 	if (sim.stepped_down && sim_mono_ms() >= sim.stepdown_until_ms) {
 		sim.stepped_down = false;
 		sim.term++;
-		bson_oid_init(&sim.election_id, NULL);
+		sim_election_id();
 		sim_noop("new primary");
 		sim_log("stepped up, term %lld", (long long)sim.term);
 	}

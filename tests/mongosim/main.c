@@ -392,7 +392,6 @@ int main(int argc, char **argv)
 	sim_oplog_init(oplog_mb * 1024 * 1024);
 	sim.next_cursor = ((int64_t)random() << 20) | 1;
 	sim.start_ms = sim_mono_ms();
-	bson_oid_init(&sim.election_id, NULL);
 
 	int ls = socket(AF_INET, SOCK_STREAM, 0);
 	int one = 1;
@@ -412,8 +411,13 @@ int main(int argc, char **argv)
 		if (sim_load(sim.dbpath)) return 1;
 	}
 	pthread_mutex_lock(&sim.mu);
-	if (sim.oplog.n == 0) sim_noop("initiating set");
-	else sim_noop("new primary");
+	if (sim.oplog.n == 0) {
+		sim_noop("initiating set");
+	} else {
+		sim.term++;   /* a restarted node wins a new election */
+		sim_noop("new primary");
+	}
+	sim_election_id();
 	pthread_mutex_unlock(&sim.mu);
 
 	if (pipe(sig_pipe)) return 1;

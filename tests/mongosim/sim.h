@@ -233,6 +233,8 @@ size_t sim_oplog_after(uint64_t after);
 struct sim_entry *sim_oplog_at(size_t i);   /* i from oldest */
 void sim_oplog_free(void);
 void sim_noop(const char *msg);
+/* electionId of a term, as mongod's OID::fromTerm: 7fffffff + int64 term big-endian */
+void sim_election_id(void);
 
 /* persistence */
 int sim_save(const char *dir);

@@ -491,3 +491,10 @@ out:
 	if (rc) sim_log("unable to load '%s': truncated or corrupt", path);
 	return rc;
 }
+
+void sim_election_id(void)
+{
+	uint8_t b[12] = { 0x7f, 0xff, 0xff, 0xff };
+	for (int i = 0; i < 8; i++) b[4 + i] = (uint8_t)((uint64_t)sim.term >> (56 - 8 * i));
+	bson_oid_init_from_data(&sim.election_id, b);
+}

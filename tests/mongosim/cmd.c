@@ -297,30 +297,29 @@ static void log_op(struct ctx *x, const char *op, const char *ns, const uint8_t 
 	}
 	int64_t wall;
 	uint64_t ts = sim_next_ts(&wall);
-	bson_t e = BSON_INITIALIZER;
+	bson_t *ep = bson_sized_new(o->len + (o2 ? o2->len : 0) + 256);
 	bool retry = x->retryable && x->sess;
 	if (retry) {
-		append_lsid(&e, x->sess);
-		BSON_APPEND_INT64(&e, "txnNumber", x->txn_number);
+		append_lsid(ep, x->sess);
+		BSON_APPEND_INT64(ep, "txnNumber", x->txn_number);
 	}
-	BSON_APPEND_UTF8(&e, "op", op);
-	BSON_APPEND_UTF8(&e, "ns", ns);
-	if (ui) append_uuid(&e, "ui", ui);
-	BSON_APPEND_DOCUMENT(&e, "o", o);
-	if (o2) BSON_APPEND_DOCUMENT(&e, "o2", o2);
-	append_ts(&e, "ts", ts);
-	BSON_APPEND_INT64(&e, "t", sim.term);
-	BSON_APPEND_INT64(&e, "v", 2);
-	BSON_APPEND_DATE_TIME(&e, "wall", wall);
+	BSON_APPEND_UTF8(ep, "op", op);
+	BSON_APPEND_UTF8(ep, "ns", ns);
+	if (ui) append_uuid(ep, "ui", ui);
+	BSON_APPEND_DOCUMENT(ep, "o", o);
+	if (o2) BSON_APPEND_DOCUMENT(ep, "o2", o2);
+	append_ts(ep, "ts", ts);
+	BSON_APPEND_INT64(ep, "t", sim.term);
+	BSON_APPEND_INT64(ep, "v", 2);
+	BSON_APPEND_DATE_TIME(ep, "wall", wall);
 	if (retry) {
-		BSON_APPEND_INT32(&e, "stmtId", x->stmt);
-		append_optime(&e, "prevOpTime", x->sess->prev_ts, x->sess->prev_ts ? x->sess->prev_t : -1);
-		if (retry_image) BSON_APPEND_UTF8(&e, "needsRetryImage", retry_image);
+		BSON_APPEND_INT32(ep, "stmtId", x->stmt);
+		append_optime(ep, "prevOpTime", x->sess->prev_ts, x->sess->prev_ts ? x->sess->prev_t : -1);
+		if (retry_image) BSON_APPEND_UTF8(ep, "needsRetryImage", retry_image);
 		x->sess->prev_ts = ts;
 		x->sess->prev_t = sim.term;
 	}
-	sim_oplog_append(&e, ts);
-	bson_destroy(&e);
+	sim_oplog_push(ep, ts, wall);
 }
 
 static void log_cmd(struct ctx *x, const char *db, const uint8_t *ui, const bson_t *o, const bson_t *o2)

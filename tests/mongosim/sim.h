@@ -98,7 +98,7 @@ struct sim_slot {
 	uint64_t ver;           /* commit sequence of the last committed write */
 };
 
-struct sim_idmap_ent { uint64_t h; uint8_t *key; uint32_t klen; uint32_t slot; };
+struct sim_idmap_ent { uint64_t h; uint32_t slot; uint8_t state; };
 struct sim_idmap { struct sim_idmap_ent *e; size_t cap, n, tomb; };
 
 struct sim_coll {
@@ -227,6 +227,8 @@ const bson_t *sim_visible(struct sim_slot *s, struct sim_txn *t);
 /* oplog */
 uint64_t sim_next_ts(int64_t *wall);
 void sim_oplog_append(const bson_t *entry, uint64_t ts);
+/* appends a heap bson_t (bson_new/bson_sized_new), taking ownership */
+void sim_oplog_push(bson_t *entry, uint64_t ts, int64_t wall);
 void sim_oplog_init(size_t max_bytes);
 /* index of the first entry with ts > after (n if none) */
 size_t sim_oplog_after(uint64_t after);

@@ -48,14 +48,31 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n)
 	return h ? h : 1;
 }
 
-#define EMPTY_SLOT UINT32_MAX
+/* The _id index: open addressing on the hash; entries hold no key, a hash
+ * match is confirmed against the slot's document. */
+#define M_EMPTY 0
+#define M_USED 1
+#define M_TOMB 2
 
-static void map_insert_raw(struct sim_idmap *m, uint64_t h, uint8_t *key, uint32_t klen, uint32_t slot)
+static bool slot_key_eq(struct sim_coll *c, uint32_t slot, const uint8_t *key, uint32_t klen)
+{
+	struct sim_slot *s = &c->slots[slot];
+	const bson_t *d = s->doc ? s->doc : s->committed;
+	bson_iter_t id;
+	if (!d || !bson_iter_init_find(&id, d, "_id")) return false;
+	uint8_t buf[256]; uint32_t kl; bool al;
+	uint8_t *k = id_key(&id, &kl, buf, sizeof buf, &al);
+	bool eq = kl == klen && !memcmp(k, key, klen);
+	if (al) free(k);
+	return eq;
+}
+
+static void map_insert_raw(struct sim_idmap *m, uint64_t h, uint32_t slot)
 {
 	size_t i = h & (m->cap - 1);
-	while (m->e[i].slot != EMPTY_SLOT && m->e[i].key) i = (i + 1) & (m->cap - 1);
-	if (m->e[i].slot != EMPTY_SLOT) m->tomb--;
-	m->e[i].h = h; m->e[i].key = key; m->e[i].klen = klen; m->e[i].slot = slot;
+	while (m->e[i].state == M_USED) i = (i + 1) & (m->cap - 1);
+	if (m->e[i].state == M_TOMB) m->tomb--;
+	m->e[i].h = h; m->e[i].slot = slot; m->e[i].state = M_USED;
 	m->n++;
 }
 
@@ -65,20 +82,20 @@ static void map_grow(struct sim_idmap *m)
 	while ((m->n + 1) * 2 > ncap) ncap *= 2;
 	struct sim_idmap_ent *old = m->e;
 	size_t ocap = m->cap;
-	m->e = malloc(ncap * sizeof *m->e);
-	for (size_t i = 0; i < ncap; i++) { m->e[i].slot = EMPTY_SLOT; m->e[i].key = NULL; }
+	m->e = calloc(ncap, sizeof *m->e);
 	m->cap = ncap; m->n = 0; m->tomb = 0;
 	for (size_t i = 0; i < ocap; i++)
-		if (old[i].slot != EMPTY_SLOT && old[i].key) map_insert_raw(m, old[i].h, old[i].key, old[i].klen, old[i].slot);
+		if (old[i].state == M_USED) map_insert_raw(m, old[i].h, old[i].slot);
 	free(old);
 }
 
-static struct sim_idmap_ent *map_find(struct sim_idmap *m, uint64_t h, const uint8_t *key, uint32_t klen)
+static struct sim_idmap_ent *map_find(struct sim_coll *c, uint64_t h, const uint8_t *key, uint32_t klen)
 {
+	struct sim_idmap *m = &c->map;
 	if (!m->cap) return NULL;
 	size_t i = h & (m->cap - 1);
-	while (m->e[i].slot != EMPTY_SLOT) {
-		if (m->e[i].key && m->e[i].h == h && m->e[i].klen == klen && !memcmp(m->e[i].key, key, klen))
+	while (m->e[i].state != M_EMPTY) {
+		if (m->e[i].state == M_USED && m->e[i].h == h && slot_key_eq(c, m->e[i].slot, key, klen))
 			return &m->e[i];
 		i = (i + 1) & (m->cap - 1);
 	}
@@ -87,7 +104,6 @@ static struct sim_idmap_ent *map_find(struct sim_idmap *m, uint64_t h, const uin
 
 static void map_free(struct sim_idmap *m)
 {
-	for (size_t i = 0; i < m->cap; i++) if (m->e[i].slot != EMPTY_SLOT) free(m->e[i].key);
 	free(m->e);
 	memset(m, 0, sizeof *m);
 }
@@ -101,9 +117,20 @@ long sim_coll_find_id(struct sim_coll *c, const bson_iter_t *id)
 {
 	uint8_t buf[256]; uint32_t kl; bool al;
 	uint8_t *k = id_key(id, &kl, buf, sizeof buf, &al);
-	struct sim_idmap_ent *e = map_find(&c->map, hash_bytes(k, kl), k, kl);
+	struct sim_idmap_ent *e = map_find(c, hash_bytes(k, kl), k, kl);
 	if (al) free(k);
 	return e ? (long)e->slot : -1;
+}
+
+static void map_add_doc(struct sim_coll *c, const bson_t *doc, size_t slot)
+{
+	bson_iter_t id;
+	if (!doc_id(doc, &id)) return;
+	uint8_t buf[256]; uint32_t kl; bool al;
+	uint8_t *k = id_key(&id, &kl, buf, sizeof buf, &al);
+	if ((c->map.n + c->map.tomb + 1) * 2 > c->map.cap) map_grow(&c->map);
+	map_insert_raw(&c->map, hash_bytes(k, kl), (uint32_t)slot);
+	if (al) free(k);
 }
 
 size_t sim_coll_add(struct sim_coll *c, bson_t *doc)
@@ -116,14 +143,7 @@ size_t sim_coll_add(struct sim_coll *c, bson_t *doc)
 	memset(&c->slots[s], 0, sizeof c->slots[s]);
 	c->slots[s].doc = doc;
 	c->live++;
-	bson_iter_t id;
-	if (doc_id(doc, &id)) {
-		uint8_t buf[256]; uint32_t kl; bool al;
-		uint8_t *k = id_key(&id, &kl, buf, sizeof buf, &al);
-		uint8_t *own = al ? k : memcpy(malloc(kl), k, kl);
-		if ((c->map.n + c->map.tomb + 1) * 2 > c->map.cap) map_grow(&c->map);
-		map_insert_raw(&c->map, hash_bytes(own, kl), own, kl, (uint32_t)s);
-	}
+	map_add_doc(c, doc, s);
 	return s;
 }
 
@@ -142,9 +162,9 @@ void sim_coll_del(struct sim_coll *c, size_t slot)
 	if (d && doc_id(d, &id)) {
 		uint8_t buf[256]; uint32_t kl; bool al;
 		uint8_t *k = id_key(&id, &kl, buf, sizeof buf, &al);
-		struct sim_idmap_ent *e = map_find(&c->map, hash_bytes(k, kl), k, kl);
+		struct sim_idmap_ent *e = map_find(c, hash_bytes(k, kl), k, kl);
 		if (al) free(k);
-		if (e && e->slot == slot) { free(e->key); e->key = NULL; c->map.n--; c->map.tomb++; }
+		if (e && e->slot == slot) { e->state = M_TOMB; c->map.n--; c->map.tomb++; }
 	}
 	if (s->doc) bson_destroy(s->doc);
 	if (s->committed) bson_destroy(s->committed);
@@ -164,15 +184,7 @@ void sim_coll_compact(struct sim_coll *c)
 	c->dead = 0;
 	c->live = j;
 	map_free(&c->map);
-	for (size_t i = 0; i < c->nslots; i++) {
-		bson_iter_t id;
-		if (!doc_id(c->slots[i].doc, &id)) continue;
-		uint8_t buf[256]; uint32_t kl; bool al;
-		uint8_t *k = id_key(&id, &kl, buf, sizeof buf, &al);
-		uint8_t *own = al ? k : memcpy(malloc(kl), k, kl);
-		if ((c->map.n + c->map.tomb + 1) * 2 > c->map.cap) map_grow(&c->map);
-		map_insert_raw(&c->map, hash_bytes(own, kl), own, kl, (uint32_t)i);
-	}
+	for (size_t i = 0; i < c->nslots; i++) map_add_doc(c, c->slots[i].doc, i);
 }
 
 const bson_t *sim_visible(struct sim_slot *s, struct sim_txn *t)
@@ -324,6 +336,16 @@ static void oplog_push_raw(uint64_t ts, uint8_t *data, uint32_t len)
 		o->head = (o->head + 1) % o->cap;
 		o->n--;
 	}
+}
+
+void sim_oplog_push(bson_t *entry, uint64_t ts, int64_t wall)
+{
+	uint32_t len;
+	uint8_t *d = bson_destroy_with_steal(entry, true, &len);
+	oplog_push_raw(ts, d, len);
+	sim.oplog.last_wall = wall;
+	sim.last_append_mono = sim_mono_ms();
+	pthread_cond_broadcast(&sim.cond);
 }
 
 void sim_oplog_append(const bson_t *entry, uint64_t ts)

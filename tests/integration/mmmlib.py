@@ -31,6 +31,7 @@ APPLY = os.path.join(BIN, "mmm-apply")
 
 ID_A = "2c88ae84-7cb9-40f7-835d-c05e981f564d"
 ID_B = "0d9c284b-b47c-40b5-932c-547b8685edd0"
+ID_C = "a1b2c3d4-0000-4000-8000-00000000000c"
 
 
 def run(argv, input=None, timeout=120):

@@ -562,6 +562,7 @@ def test_options():
             ck.eq(dict(got[0]), {"op": "n", "ns": "", "o": {"msg": "periodic noop"}, "ts": got[0]["ts"], "t": 1, "v": 2,
                                  "wall": got[0]["wall"]}, "noop shape")
             ck.eq(list(got[0].keys()), ["op", "ns", "o", "ts", "t", "v", "wall"], "noop field order")
+        ck.eq(s.stop(), 0, "clean exit")
 
 
 def main():
@@ -575,6 +576,7 @@ def main():
                 import traceback
                 traceback.print_exc()
                 ck.check(False, "%s raised %r" % (t.__name__, e))
+        ck.eq(s.stop(), 0, "clean exit on SIGTERM (leak-free under ASan)")
     try:
         test_options()
     except Exception as e:  # noqa: BLE001

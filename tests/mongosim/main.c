@@ -77,6 +77,12 @@ static int write_full(int fd, const uint8_t *p, size_t n)
 }
 
 static void put32(uint8_t *p, int32_t v) { memcpy(p, &v, 4); }
+
+static int32_t next_reply_id(void)
+{
+	static uint32_t id;
+	return (int32_t)(__atomic_add_fetch(&id, 1, __ATOMIC_RELAXED) & 0x7fffffff);
+}
 static int32_t get32(const uint8_t *p) { int32_t v; memcpy(&v, p, 4); return v; }
 
 static void wait_pause(void)
@@ -96,7 +102,7 @@ static int send_msg(struct sim_conn *c, int32_t req_id, const bson_t *reply)
 	uint8_t hdr[21];
 	int32_t len = 16 + 4 + 1 + (int32_t)reply->len;
 	put32(hdr, len);
-	put32(hdr + 4, req_id + 1000000);
+	put32(hdr + 4, next_reply_id());
 	put32(hdr + 8, req_id);
 	put32(hdr + 12, OP_MSG);
 	put32(hdr + 16, 0);
@@ -111,7 +117,7 @@ static int send_reply(int fd, int32_t req_id, const bson_t *reply, int32_t flags
 {
 	uint8_t hdr[36];
 	put32(hdr, 36 + (int32_t)reply->len);
-	put32(hdr + 4, req_id + 1000000);
+	put32(hdr + 4, next_reply_id());
 	put32(hdr + 8, req_id);
 	put32(hdr + 12, OP_REPLY);
 	put32(hdr + 16, flags);

@@ -267,6 +267,7 @@ def main():
               % (NSEQ, total, nents, ndiff, narr))
         ck.check(ndiff > NSEQ, "enough diffs exercised")
         ck.check(narr > 500, "array diffs exercised")
+        ck.eq(s.stop(), 0, "clean exit")
     return ck.done()
 
 

@@ -194,6 +194,7 @@ def main():
             if ck.check(a is not None and b is not None, k):
                 ck.eq(top(a, ("o", "o2")), top(b, ("o", "o2")), "%s o/o2" % k)
                 ck.eq("ui" in bson.decode(a), "ui" in bson.decode(b), "%s ui presence" % k)
+        ck.eq(s.stop(), 0, "clean exit")
     return ck.done()
 
 

@@ -461,6 +461,7 @@ static bool wait_locks(int64_t deadline)
 	int64_t d = deadline - now < 100 ? deadline - now : 100;
 	ts.tv_nsec += (long)(d * 1000000);
 	while (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+	if (sim.signal_pending) { sim.signal_pending = false; pthread_cond_broadcast(&sim.cond); }
 	pthread_cond_timedwait(&sim.cond, &sim.mu, &ts);
 	return true;
 }
@@ -1310,6 +1311,7 @@ static int cmd_getmore(struct ctx *x)
 		ts.tv_sec += d / 1000;
 		ts.tv_nsec += (long)(d % 1000) * 1000000L;
 		if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+		if (sim.signal_pending) { sim.signal_pending = false; pthread_cond_broadcast(&sim.cond); }
 		pthread_cond_timedwait(&sim.cond, &sim.mu, &ts);
 	}
 	c->busy = false;
@@ -3019,14 +3021,14 @@ void sim_run_command(struct sim_conn *conn, bson_t *cmd, const char *db, bson_t 
 		pthread_mutex_lock(&sim.mu);
 		error_reply(&x);
 		append_cluster_time(reply);
-		pthread_mutex_unlock(&sim.mu);
+		sim_unlock();
 		return;
 	}
 	x.name = bson_iter_key(&it);
 	pthread_mutex_lock(&sim.mu);
 	if (!strcasecmp(x.name, "isMaster") || !strcmp(x.name, "hello")) {
 		sim_hello_reply(conn, cmd, !strcmp(x.name, "hello"), reply);
-		pthread_mutex_unlock(&sim.mu);
+		sim_unlock();
 		return;
 	}
 	const struct command *c = NULL;
@@ -3039,7 +3041,7 @@ void sim_run_command(struct sim_conn *conn, bson_t *cmd, const char *db, bson_t 
 		rc = session_prologue(&x, c);
 		if (rc == 1000) {
 			/* a retried write: the saved reply already carries ok and times */
-			pthread_mutex_unlock(&sim.mu);
+			sim_unlock();
 			return;
 		}
 		if (!rc) rc = c->fn(&x);
@@ -3061,5 +3063,5 @@ void sim_run_command(struct sim_conn *conn, bson_t *cmd, const char *db, bson_t 
 		x.sess->retry_txn = x.txn_number;
 	}
 	if (x.err_extra) bson_destroy(x.err_extra);
-	pthread_mutex_unlock(&sim.mu);
+	sim_unlock();
 }

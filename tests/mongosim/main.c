@@ -30,6 +30,15 @@ struct sim_server sim;
 
 static int sig_pipe[2] = { -1, -1 };
 
+void sim_unlock(void)
+{
+	if (sim.signal_pending) {
+		sim.signal_pending = false;
+		pthread_cond_broadcast(&sim.cond);
+	}
+	pthread_mutex_unlock(&sim.mu);
+}
+
 void sim_log(const char *fmt, ...)
 {
 	char buf[1024];
@@ -250,7 +259,7 @@ static int handle_query(struct sim_conn *c, int32_t req_id, const uint8_t *b, si
 	if (!strcasecmp(name, "isMaster") || !strcmp(name, "hello")) {
 		pthread_mutex_lock(&sim.mu);
 		sim_hello_reply(c, cmd, !strcmp(name, "hello"), &reply);
-		pthread_mutex_unlock(&sim.mu);
+		sim_unlock();
 	} else {
 		sim_run_command(c, cmd, ns, &reply);
 	}
@@ -412,12 +421,16 @@ static void *noop_main(void *arg)
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		ts.tv_nsec += 200 * 1000000L;
 		if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-		pthread_cond_timedwait(&sim.cond, &sim.mu, &ts);
+		pthread_cond_timedwait(&sim.noop_cond, &sim.mu, &ts);
 		if (sim.stop) break;
 		sim_check_stepup();
 		if (sim.noop_interval > 0 && !sim.stepped_down &&
 		    sim_mono_ms() - sim.last_append_mono >= (int64_t)sim.noop_interval * 1000)
 			sim_noop("periodic noop");
+		if (sim.signal_pending) {
+			sim.signal_pending = false;
+			pthread_cond_broadcast(&sim.cond);
+		}
 	}
 	pthread_mutex_unlock(&sim.mu);
 	return NULL;
@@ -470,6 +483,7 @@ int main(int argc, char **argv)
 	pthread_condattr_init(&ca);
 	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
 	pthread_cond_init(&sim.cond, &ca);
+	pthread_cond_init(&sim.noop_cond, &ca);
 	pthread_condattr_destroy(&ca);
 	sim_oplog_init(oplog_mb * 1024 * 1024);
 	sim.next_cursor = ((int64_t)random() << 20) | 1;
@@ -500,7 +514,7 @@ int main(int argc, char **argv)
 		sim_noop("new primary");
 	}
 	sim_election_id();
-	pthread_mutex_unlock(&sim.mu);
+	sim_unlock();
 
 	if (pipe(sig_pipe)) return 1;
 	struct sigaction act = { .sa_handler = on_signal };
@@ -539,6 +553,7 @@ int main(int argc, char **argv)
 	close(ls);
 	pthread_mutex_lock(&sim.mu);
 	pthread_cond_broadcast(&sim.cond);
+	pthread_cond_broadcast(&sim.noop_cond);
 	pthread_mutex_unlock(&sim.mu);
 	reap(true);
 	pthread_join(noop_th, NULL);

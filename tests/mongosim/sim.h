@@ -200,6 +200,8 @@ struct sim_server {
 	int64_t start_ms;
 	int64_t last_append_mono;
 	bool stepped_down;
+	bool signal_pending;         /* oplog grew: broadcast sim.cond before unlocking */
+	pthread_cond_t noop_cond;    /* the noop thread's own timer */
 	int active_txns;
 };
 
@@ -208,6 +210,8 @@ extern struct sim_server sim;
 int64_t sim_now_ms(void);       /* wall clock incl. offset */
 int64_t sim_mono_ms(void);
 void sim_log(const char *fmt, ...) BSON_GNUC_PRINTF(1, 2);
+/* unlocks sim.mu, first waking waiters if the oplog grew */
+void sim_unlock(void);
 
 struct sim_coll *sim_coll_get(const char *db, const char *name);
 struct sim_coll *sim_coll_new(const char *db, const char *name, const bson_t *options, const uint8_t *uuid);

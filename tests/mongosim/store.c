@@ -345,7 +345,7 @@ void sim_oplog_push(bson_t *entry, uint64_t ts, int64_t wall)
 	oplog_push_raw(ts, d, len);
 	sim.oplog.last_wall = wall;
 	sim.last_append_mono = sim_mono_ms();
-	pthread_cond_broadcast(&sim.cond);
+	sim.signal_pending = true;   /* broadcast once, when the command ends */
 }
 
 void sim_oplog_append(const bson_t *entry, uint64_t ts)
@@ -357,7 +357,7 @@ void sim_oplog_append(const bson_t *entry, uint64_t ts)
 	if (bson_iter_init_find(&it, entry, "wall") && BSON_ITER_HOLDS_DATE_TIME(&it))
 		sim.oplog.last_wall = bson_iter_date_time(&it);
 	sim.last_append_mono = sim_mono_ms();
-	pthread_cond_broadcast(&sim.cond);
+	sim.signal_pending = true;   /* broadcast once, when the command ends */
 }
 
 size_t sim_oplog_after(uint64_t after)

@@ -1,5 +1,6 @@
 /* fault.c — see fault.h. */
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>

@@ -466,7 +466,8 @@ int jnl_source_list(struct jnl *j, struct jnl_source **out, size_t *n)
 		free(list);
 		return rc;
 	}
-	qsort(list, cnt, sizeof *list, cmp_source_name);
+	if (cnt)
+		qsort(list, cnt, sizeof *list, cmp_source_name);
 	*out = list;
 	*n = cnt;
 	return 0;
@@ -826,6 +827,7 @@ struct jnl_reader {
 	uint32_t idx;
 	struct blk_view view;
 	int have;
+	int bad;                 /* the last load failed: view.info names the block */
 };
 
 int jnl_reader_open(struct jnl *j, const uint8_t source[16], uint64_t since, struct jnl_reader **out)
@@ -899,13 +901,25 @@ static int reader_load(struct jnl_reader *r)
 		return MMM_EEND;
 	if (rc != 0)
 		return rc;
-	if ((rc = blk_parse(r->blk, v.mv_size, &r->view, NULL, 0)) != 0)
+	if ((rc = blk_parse(r->blk, v.mv_size, &r->view, NULL, 0)) != 0) {
+		/* name the bad block (jnl_reader_block) by its key */
+		memset(&r->view, 0, sizeof r->view);
+		memcpy(r->view.info.source, r->source, 16);
+		if (v.mv_size >= BLK_FIXED)
+			r->view.info.first_ts = le64(r->blk + 48);
+		r->have = 0;
+		r->bad = 1;
 		return rc;
+	}
 	if ((rc = grow_buf(&r->raw, &r->raw_cap, r->view.info.raw_len)) != 0)
 		return rc;
-	if ((rc = blk_unpack(r->dctx, &r->view, r->raw, &r->view.info.last_wall, NULL, 0)) != 0)
+	if ((rc = blk_unpack(r->dctx, &r->view, r->raw, &r->view.info.last_wall, NULL, 0)) != 0) {
+		r->have = 0;
+		r->bad = 1;
 		return rc;
+	}
 	r->have = 1;
+	r->bad = 0;
 	r->off = 0;
 	r->idx = 0;
 	return 0;
@@ -913,6 +927,8 @@ static int reader_load(struct jnl_reader *r)
 
 int jnl_reader_next(struct jnl_reader *r, struct jnl_entry *e)
 {
+	if (r->bad)
+		return MMM_ECORRUPT;     /* sticky: never skip or repeat around a bad block */
 	for (;;) {
 		if (r->have && r->off < r->view.info.raw_len) {
 			const uint8_t *p = r->raw + r->off;
@@ -938,7 +954,7 @@ int jnl_reader_next(struct jnl_reader *r, struct jnl_entry *e)
 
 const struct jnl_block_info *jnl_reader_block(const struct jnl_reader *r)
 {
-	return r->have ? &r->view.info : NULL;
+	return r->have || r->bad ? &r->view.info : NULL;
 }
 
 int jnl_block_walk(struct jnl *j, const uint8_t *source, uint64_t since, uint64_t until,

@@ -149,9 +149,10 @@ uint64_t jnl_writer_last_ts(const struct jnl_writer *w);
  * opened, so it can follow a growing journal. */
 int jnl_reader_open(struct jnl *j, const uint8_t source[16], uint64_t since, struct jnl_reader **out);
 /* 0 and *e filled; MMM_EEND when no more entries (for now); or an error
- * (MMM_ECORRUPT names nothing: call jnl_reader_block() for the block). */
+ * (MMM_ECORRUPT: jnl_reader_block() then names the bad block, and every
+ * later call fails the same way). */
 int jnl_reader_next(struct jnl_reader *r, struct jnl_entry *e);
-/* The block the last entry came from. */
+/* The block the last entry came from, or the bad block after MMM_ECORRUPT. */
 const struct jnl_block_info *jnl_reader_block(const struct jnl_reader *r);
 void jnl_reader_free(struct jnl_reader *r);
 

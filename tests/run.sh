@@ -10,12 +10,15 @@
 BUILD=${MMM_BUILD:-build}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 export MMM_ROOT="$ROOT"
-export MMM_BIN="$ROOT/$BUILD/bin"
+case "$BUILD" in /*) ;; *) BUILD="$ROOT/$BUILD";; esac
+export MMM_BIN="$BUILD/bin"
 export MMM_FIXTURES="$ROOT/fixtures"
-case "$BUILD" in /*) export MMM_BIN="$BUILD/bin";; esac
+# libmongoc keeps counters in /dev/shm/mongoc-PID; a killed process leaves the
+# file behind, and a later process with the same pid then warns on stderr.
+export MONGOC_DISABLE_SHM=1
 PY=/usr/bin/python3
 TIMEOUT=${MMM_TEST_TIMEOUT:-600}
-LOGDIR="$ROOT/$BUILD/test-logs"
+LOGDIR="$BUILD/test-logs"
 mkdir -p "$LOGDIR"
 total_p=0; total_f=0
 
@@ -43,7 +46,7 @@ run_one() {   # name, command...
 	fi
 }
 
-for t in "$ROOT/$BUILD"/tests/test_*; do
+for t in "$BUILD"/tests/test_*; do
 	[ -x "$t" ] || continue
 	run_one "$(basename "$t")" "$t"
 done

@@ -89,7 +89,14 @@ static const char *code_name(int code)
 	case E_INTERRUPTEDREPL: return "InterruptedDueToReplStateChange";
 	case 256: return "TransactionCommitted";
 	case 17419: return "Location17419";
-	default: return "UnknownError";
+	case 13: return "Unauthorized";
+	case 10334: return "BSONObjectTooLarge";
+	default: {
+		/* assertion codes without a name are reported as Location<code> */
+		static __thread char buf[32];
+		snprintf(buf, sizeof buf, "Location%d", code);
+		return buf;
+	}
 	}
 }
 
@@ -173,9 +180,44 @@ static void key_str(char *buf, size_t n, uint32_t i, const char **out)
 	bson_uint32_to_string(i, out, buf, n);
 }
 
+/* renders {k: v, ...} the way mongod's BSONObj::toString does in E11000
+ * messages: { _id: 1 }, { a: "x" }, { _id: ObjectId('...') } */
 static char *value_json(const bson_t *kv)
 {
-	return bson_as_relaxed_extended_json(kv, NULL);
+	bson_string_t *s = bson_string_new("{ ");
+	bson_iter_t it;
+	bool first = true;
+	bson_iter_init(&it, kv);
+	while (bson_iter_next(&it)) {
+		bson_string_append_printf(s, "%s%s: ", first ? "" : ", ", bson_iter_key(&it));
+		first = false;
+		switch (bson_iter_type(&it)) {
+		case BSON_TYPE_INT32: bson_string_append_printf(s, "%d", bson_iter_int32(&it)); break;
+		case BSON_TYPE_INT64: bson_string_append_printf(s, "%lld", (long long)bson_iter_int64(&it)); break;
+		case BSON_TYPE_DOUBLE: bson_string_append_printf(s, "%g", bson_iter_double(&it)); break;
+		case BSON_TYPE_UTF8: bson_string_append_printf(s, "\"%s\"", bson_iter_utf8(&it, NULL)); break;
+		case BSON_TYPE_NULL: bson_string_append(s, "null"); break;
+		case BSON_TYPE_BOOL: bson_string_append(s, bson_iter_bool(&it) ? "true" : "false"); break;
+		case BSON_TYPE_OID: {
+			char hex[25];
+			bson_oid_to_string(bson_iter_oid(&it), hex);
+			bson_string_append_printf(s, "ObjectId('%s')", hex);
+			break;
+		}
+		default: {
+			bson_t one = BSON_INITIALIZER;
+			bson_append_iter(&one, "v", 1, &it);
+			char *j = bson_as_relaxed_extended_json(&one, NULL);
+			/* strip the {"v" : ...} wrapper */
+			size_t l = strlen(j);
+			if (l > 9) { j[l - 2] = 0; bson_string_append(s, j + 8); }
+			bson_free(j);
+			bson_destroy(&one);
+		}
+		}
+	}
+	bson_string_append(s, " }");
+	return bson_string_free(s, false);
 }
 
 static bool writable(void)
@@ -683,6 +725,11 @@ static void finish_batch(struct ctx *x, bson_t *werrs, uint32_t nerr)
 		if (x->txn) txn_abort(x->txn);
 	}
 	bson_destroy(werrs);
+	if (!x->txn) {
+		/* a replica-set member's write reply carries the optime and election */
+		append_optime(x->reply, "opTime", sim.oplog.last_ts, sim.term);
+		BSON_APPEND_OID(x->reply, "electionId", &sim.election_id);
+	}
 }
 
 static int cmd_insert(struct ctx *x)

@@ -94,10 +94,15 @@ def main():
         ck.eq(rc, 0, "dump-config exit")
         ck.eq(out, ours(ORIG_DUMP_FULL), "dump-config output (four links)")
 
-        # replicate again: the same link, not a second one
+        # replicate again: the same link, not a second one, still starting where it did
+        first = cb.mmm.links.find_one({"src_ns": "test.foo"})
+        ca.test.other.insert_one({"_id": "moves the oplog on"})
         rc, out, err = mmm("test.yml", "replicate", "--src=server_a/test.foo", "--dst=server_b/test.foo")
         ck.eq(rc, 0, "replicate again")
         ck.eq(cb.mmm.links.count_documents({}), 2, "replicate is idempotent")
+        again = cb.mmm.links.find_one({"src_ns": "test.foo"})
+        ck.check(first.get("start_ts") is not None, "a new link records where it starts")
+        ck.eq(again.get("start_ts"), first.get("start_ts"), "replicate again keeps the link's start_ts")
 
         # $ mmm -c test.yml run
         run = env.daemon([MMM, "-c", "test.yml", "run"], "run.log")
@@ -149,6 +154,28 @@ def main():
         ck.eq(rc, 1, "clear-config answered n: exit")
         ck.check(out.endswith("Aborted.\n"), "clear-config answered n: says so")
         ck.eq(ca.mmm.links.count_documents({}), 2, "clear-config answered n: nothing changed")
+
+        # a renamed collection and a whole database: compared document by document
+        ca.src.c1.insert_many([{"_id": i, "k": i} for i in range(30)])
+        ca.src.c2.insert_many([{"_id": i} for i in range(5)])
+        for argv in (["--src=server_a/test.foo", "--dst=server_b/test.renamed"],
+                     ["--src=server_a/src.*", "--dst=server_b/dst.*"]):
+            rc, out, err = mmm("test.yml", "replicate", *argv, "--copy-existing")
+            ck.eq((rc, out), (0, ""), "replicate --copy-existing %s: %s" % (" ".join(argv), err))
+        rc, out, err = mmm("test.yml", "verify", "--link", "server_a/test.foo=server_b/test.renamed",
+                           "--link", "server_a/src.*=server_b/dst.*")
+        ck.eq(rc, 0, "verify of renamed namespaces: %s%s" % (out, err))
+        ck.eq(out, "ok    server_a/test.foo = server_b/test.renamed (50 documents)\n"
+                   "ok    server_a/src.c1 = server_b/dst.c1 (30 documents)\n"
+                   "ok    server_a/src.c2 = server_b/dst.c2 (5 documents)\n", "verify output, renamed")
+        cb.dst.c1.delete_one({"_id": 3})
+        cb.dst.c3.insert_one({"_id": "x"})
+        rc, out, err = mmm("test.yml", "verify")
+        ck.eq(rc, 1, "verify of every link finds the differences")
+        ck.check('DIFF  server_a/src.c1 != server_b/dst.c1: 1 document differs (30 and 29 documents)\n' in out,
+                 "c1 difference: %r" % out)
+        ck.check('{ "_id" : 3 }  missing on server_b' in out, "c1: _id 3 named: %r" % out)
+        ck.check('{ "_id" : "x" }  missing on server_a' in out, "dst.c3 only on server_b: %r" % out)
 
         # passwords are never shown
         red = env.path("red.yml")

@@ -357,6 +357,27 @@ static void hint_capture(struct mmm *m, const struct cfg_server *src, uint64_t t
 	jnl_close(j);
 }
 
+/* Whether the destination behind DC already holds link L (*had), and its start_ts. */
+static int existing_start(mongoc_client_t *dc, const struct cfg_server *dst, const struct app_link *l, int *had,
+    uint64_t *ts)
+{
+	struct app_link *links = NULL;
+	size_t n = 0;
+	bson_error_t err;
+
+	if (links_read(dc, &links, &n, &err) != 0) {
+		log_warnx("cannot read links of '%s': %s", dst->name, err.message);
+		return 1;
+	}
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(links[i].id, l->id) == 0) {
+			*had = 1;
+			*ts = links[i].start_ts;
+		}
+	free(links);
+	return 0;
+}
+
 int cmd_replicate(struct mmm *m)
 {
 	const struct mmm_opts *o = m->o;
@@ -364,8 +385,8 @@ int cmd_replicate(struct mmm *m)
 	struct app_link l;
 	mongoc_client_t *sc = NULL, *dc = NULL;
 	bson_error_t err;
-	char why[256];
-	int rc;
+	uint64_t had_ts = 0;
+	int rc, had = 0;
 
 	memset(&l, 0, sizeof l);
 	if ((rc = mmm_parse_target(m->cfg, o->src, "src", &src, l.src_ns, sizeof l.src_ns)) != 0 ||
@@ -390,17 +411,22 @@ int cmd_replicate(struct mmm *m)
 	snprintf(l.src_name, sizeof l.src_name, "%s", src->name);
 	l.forward = o->forward;
 	link_make_id(&l);
-	(void)why;
 
 	if ((dc = mmm_connect(dst)) == NULL)
 		return 1;
+	if ((rc = existing_start(dc, dst, &l, &had, &had_ts)) != 0)
+		goto out;
 	/* Replication of a new link starts now: at the source's newest entry. */
 	if ((sc = mmm_connect(src)) != NULL) {
-		l.start_ts = newest_ts(sc);
+		if ((l.start_ts = newest_ts(sc)) == 0) {
+			log_warnx("cannot read the oplog of '%s' (local.oplog.rs): is it a replica set member?", src->name);
+			rc = 1;
+			goto out;
+		}
 	} else if (o->copy_existing) {
-		mongoc_client_destroy(dc);
-		return 1;
-	} else {
+		rc = 1;
+		goto out;
+	} else if (!had) {
 		struct jnl *j;
 		struct jnl_source js;
 		if (jnl_open(m->journal_path, JNL_RDONLY, &j) == 0) {
@@ -411,6 +437,10 @@ int cmd_replicate(struct mmm *m)
 		log_warnx("source '%s' is not reachable: the link starts %s", src->name,
 		    l.start_ts ? "where this site's journal ends" : "at the first entry the journal will hold");
 	}
+	/* An existing link keeps where it started (moving it on would skip what
+	 * apply has not reached yet), unless its documents are copied again. */
+	if (had && !o->copy_existing)
+		l.start_ts = had_ts;
 	if (sc && l.start_ts)
 		hint_capture(m, src, l.start_ts);
 	if (o->copy_existing && copy_existing(sc, dc, &l) != 0) {

@@ -215,8 +215,8 @@ static int compare(mongoc_client_t *ca, const struct side *a, mongoc_client_t *c
 		if (pass == 1) {
 			if (diffs == 0)
 				break;
-			printf("DIFF  %s/%s != %s/%s: %zu document%s differ (%zu and %zu documents)\n", a->srv->name, a->ns,
-			    b->srv->name, b->ns, diffs, diffs == 1 ? "" : "s", ma.n, mb.n);
+			printf("DIFF  %s/%s != %s/%s: %zu %s (%zu and %zu documents)\n", a->srv->name, a->ns,
+			    b->srv->name, b->ns, diffs, diffs == 1 ? "document differs" : "documents differ", ma.n, mb.n);
 		}
 		for (size_t i = 0; i < ma.n; i++) {
 			size_t at;

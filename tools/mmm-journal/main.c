@@ -35,6 +35,7 @@ static const char usage_main[] =
 "  ship                  write a source's blocks to a segment file (*.mmmseg)\n"
 "  receive FILE...       store segment files' blocks (idempotent, refuses gaps)\n"
 "  prune                 drop whole blocks older than a ts\n"
+"  replay                apply a range of a source's entries to a server\n"
 "\n"
 "TS arguments: SECONDS[:INC] (as mongorestore --oplogLimit), an ISO-8601 UTC\n"
 "time (2026-11-29T05:00:00Z) or now-DURATION (now-10m, now-2h, now-1d).\n"
@@ -42,7 +43,7 @@ static const char usage_main[] =
 
 enum {
 	O_SOURCE = 256, O_NAME, O_SINCE, O_UNTIL, O_BEFORE, O_SKIP, O_NS, O_OP, O_LIMIT,
-	O_FORMAT, O_JSON, O_ALLOW_GAP, O_LOGFMT
+	O_FORMAT, O_JSON, O_ALLOW_GAP, O_TO, O_LOGFMT
 };
 
 #define A(o) (1u << ((o) - O_SOURCE))   /* bit of a long-only option */
@@ -119,6 +120,15 @@ static const struct subcmd subcmds[] = {
 "\n"
 "Drops whole blocks whose entries are all older than TS, never the newest\n"
 "block of a source.\n" },
+	{ "replay", cmd_replay, A(O_SOURCE) | A(O_SINCE) | A(O_UNTIL) | A(O_TO), 0, 0, 0,
+"usage: mmm-journal [-c FILE | -j DIR] replay --source S --since TS [--until TS]\n"
+"                   --to SERVER[/NS]\n"
+"\n"
+"Applies the source's entries in [since, until] to SERVER (a server of the\n"
+"configuration, or a mongodb:// URI) with mmm-apply's translation: audits,\n"
+"restores, rebuilding a lost site.  /NS (db.coll or db.*) replays only that\n"
+"namespace.  The writes carry the source as their origin, so a capture of\n"
+"SERVER does not send them back to the source.\n" },
 };
 
 static const struct option longopts[] = {
@@ -141,6 +151,7 @@ static const struct option longopts[] = {
 	{ "format", required_argument, NULL, O_FORMAT },
 	{ "json", no_argument, NULL, O_JSON },
 	{ "allow-gap", no_argument, NULL, O_ALLOW_GAP },
+	{ "to", required_argument, NULL, O_TO },
 	{ NULL, 0, NULL, 0 },
 };
 
@@ -257,6 +268,7 @@ static int parse_opts(const struct subcmd *cmd, int argc, char **argv, struct mj
 			break;
 		case O_JSON: o->json = 1; break;
 		case O_ALLOW_GAP: o->allow_gap = 1; break;
+		case O_TO: o->to = optarg; break;
 		case ':':
 			return misuse(cn, "option '%s' needs a value", argv[optind - 1]);
 		default:
@@ -306,6 +318,8 @@ int main(int argc, char **argv)
 		return misuse(cmd->name, "%s: --source is required", cmd->name);
 	if (cmd->fn == cmd_ship && !o.output)
 		return misuse(cmd->name, "%s: -o FILE is required", cmd->name);
+	if (cmd->fn == cmd_replay && (!o.since || !o.to))
+		return misuse(cmd->name, "%s: --since TS and --to SERVER are required", cmd->name);
 	if (cmd->fn == cmd_prune && !o.has_before)
 		return misuse(cmd->name, "%s: --before TS is required", cmd->name);
 	if (o.since && o.until && o.until < o.since)

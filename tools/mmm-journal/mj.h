@@ -26,6 +26,7 @@ struct mj_opts {
 	long long limit;           /* 0 = no limit */
 	enum mj_format format;
 	int json, skip_existing, allow_gap;
+	const char *to;            /* replay --to SERVER[/NS] */
 	char **args;               /* positional arguments after the subcommand */
 	int nargs;
 };
@@ -78,6 +79,7 @@ int cmd_export(struct mj *m);
 int cmd_dump(struct mj *m);
 int cmd_stat(struct mj *m);
 int cmd_verify(struct mj *m);
+int cmd_replay(struct mj *m);
 int cmd_ship(struct mj *m);
 int cmd_receive(struct mj *m);
 int cmd_prune(struct mj *m);

@@ -532,6 +532,46 @@ def test_faults(s, c):
     ck.eq(s.oplog({"o.msg": "new primary"})[-1]["t"], term0 + 1, "new primary noop in new term")
 
 
+def test_concurrency(s, c):
+    section("many concurrent clients")
+    c.cc.ctr.insert_one({"_id": "n", "v": 0})
+    start = s.last_ts()
+    seen = []
+    done = threading.Event()
+
+    def tailer():
+        tc = s.client()
+        cur = tc.local["oplog.rs"].find({"ts": {"$gt": start}}, cursor_type=CursorType.TAILABLE_AWAIT).max_await_time_ms(200)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and cur.alive:
+            for e in cur:
+                if e["ns"].startswith("cc."):
+                    seen.append(e)
+            if done.is_set() and len(seen) >= 8 * 250 + 8 * 50 + 1:
+                break
+
+    def worker(k):
+        wc = s.client()
+        for i in range(250):
+            wc.cc.docs.insert_one({"k": k, "i": i})
+            if i % 5 == 0:
+                wc.cc.ctr.update_one({"_id": "n"}, {"$inc": {"v": 1}})
+    tt = threading.Thread(target=tailer)
+    tt.start()
+    ws = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for w in ws:
+        w.start()
+    for w in ws:
+        w.join()
+    done.set()
+    tt.join()
+    ck.eq(c.cc.docs.count_documents({}), 2000, "every insert from 8 clients landed")
+    ck.eq(c.cc.ctr.find_one({"_id": "n"})["v"], 400, "no lost $inc")
+    ck.eq(len(seen), 2000 + 400 + 1, "the tailer saw each write once (plus the create)")
+    ts = [e["ts"] for e in seen]
+    ck.check(all(a < b for a, b in zip(ts, ts[1:])), "ts strictly increasing")
+
+
 def _try_insert(c, d):
     try:
         c.fl.c.insert_one(d)
@@ -574,7 +614,7 @@ def main():
     with Sim() as s:
         c = s.client()
         for t in (test_handshake, test_crud, test_updates, test_ddl, test_txn, test_retryable, test_tail,
-                  test_dbhash, test_applyops, test_faults):
+                  test_dbhash, test_applyops, test_concurrency, test_faults):
             try:
                 t(s, c)
             except Exception as e:  # noqa: BLE001

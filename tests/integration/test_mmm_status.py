@@ -67,6 +67,17 @@ def main():
         ck.check("server_a" in out and "server_a/test.s=>test.s" in out and "running" in out,
                  "status text names source and link: %r" % out)
 
+        # writes that no link takes are not lag
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 2.0:
+            ca.test.unlinked.insert_one({})
+            time.sleep(0.02)
+        want = ca.local.oplog.rs.find_one({}, sort=[("$natural", -1)])["ts"]
+        ck.check(wait_for(lambda: _journaled(cfg, want), 10, 0.05), "unlinked writes journaled")
+        ck.check(wait_for(lambda: _ts(link(status(cfg))["applied_ts"]) >= (want.time, want.inc), 10, 0.05),
+                 "apply moves past writes no link takes: %r" % link(status(cfg)))
+        ck.check(link(status(cfg))["lag_s"] < 1.0, "no lag for writes no link takes: %r" % link(status(cfg)))
+
         # apply stopped, writes go on: the lag grows
         ck.eq(app.term(), 0, "mmm-apply stops on SIGTERM")
         st = status(cfg)
@@ -85,6 +96,7 @@ def main():
         ck.check(len(lags) >= 3 and lags[-1] > lags[0] and lags[-1] >= 2.0,
                  "lag grows while apply is stopped: %r" % lags)
         ck.check(all(y >= x for x, y in zip(lags, lags[1:])), "lag never shrinks while stopped: %r" % lags)
+        print("lag while apply is stopped: %s" % " ".join("%.2f" % x for x in lags))
         ck.eq(cb.test.s.count_documents({}), 100, "nothing applied while stopped")
         # restart: it falls back
         app = env.daemon([APPLY, "-c", cfg], "apply2.log")
@@ -104,6 +116,11 @@ def main():
         ck.eq(link(st)["conflicts"], 0, "no conflicts")
         ck.eq(link(st)["last_error"], "", "no error")
     return ck.done()
+
+
+def _ts(s):
+    sec, inc = s.split(":")
+    return (int(sec), int(inc))
 
 
 def _journaled(cfg, want):

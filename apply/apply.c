@@ -201,6 +201,9 @@ struct pair {
 	size_t my_nlinks;
 	int my_gen;
 	mongoc_client_t *client;
+	mongoc_client_session_t *sess; /* every transaction of the pair runs on it */
+	bson_t *lsid;                  /* its lsid, recorded in the status */
+	bson_t *old_lsid;              /* the previous process's, killed at start */
 	uint64_t ckpt_ts;              /* the destination holds everything up to here */
 	uint64_t consumed_ts;          /* read up to here */
 	int64_t consumed_wall;
@@ -263,6 +266,8 @@ static void pair_status(struct pair *p)
 	bson_append_array_end(&doc, &arr);
 	BSON_APPEND_DATE_TIME(&doc, "updated", wall_ms());
 	BSON_APPEND_INT32(&doc, "pid", (int32_t)getpid());
+	if (p->lsid)
+		BSON_APPEND_DOCUMENT(&doc, "lsid", p->lsid);
 	jnl_status_put(p->app->j, app_status_key(p->dst->uuid, p->src, key, sizeof key), &doc);
 	bson_destroy(&doc);
 	p->status_at = mono_ms();
@@ -320,6 +325,74 @@ static int is_transient(const bson_error_t *e, const bson_t *reply)
 		if ((int)e->code == codes[i])
 			return 1;
 	return 0;
+}
+
+/* ---- the pair's session ------------------------------------------------------ */
+
+/* The pair's session, started on first use.  Its lsid goes into the status
+ * before it is used, so that after a crash the next process can kill the
+ * transaction this one may have left open (a server keeps it, and its
+ * document locks, for transactionLifetimeLimitSeconds). */
+static mongoc_client_session_t *pair_session(struct pair *p, bson_error_t *err)
+{
+	if (p->sess == NULL) {
+		if ((p->sess = mongoc_client_start_session(p->client, NULL, err)) == NULL)
+			return NULL;
+		if (p->lsid)
+			bson_destroy(p->lsid);
+		p->lsid = bson_copy(mongoc_client_session_get_lsid(p->sess));
+		pair_status(p);
+	}
+	return p->sess;
+}
+
+static void pair_drop_session(struct pair *p)
+{
+	if (p->sess)
+		mongoc_client_session_destroy(p->sess);
+	p->sess = NULL;
+}
+
+/* Remembers the session a previous process recorded for this pair. */
+static void pair_load_old_session(struct pair *p)
+{
+	char key[96];
+	bson_t old;
+	bson_iter_t it;
+	if (jnl_status_get(p->app->j, app_status_key(p->dst->uuid, p->src, key, sizeof key), &old) != 0)
+		return;
+	if (bson_iter_init_find(&it, &old, "lsid") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+		const uint8_t *data;
+		uint32_t len;
+		bson_t l;
+		bson_iter_document(&it, &len, &data);
+		if (bson_init_static(&l, data, len))
+			p->old_lsid = bson_copy(&l);
+	}
+	bson_destroy(&old);
+}
+
+/* Ends the previous process's session (and so its open transaction):
+ * killSessions, or endSessions where that is missing.  Best effort. */
+static void pair_kill_old_session(struct pair *p)
+{
+	const char *cmds[] = { "killSessions", "endSessions" };
+	if (p->old_lsid == NULL)
+		return;
+	for (int i = 0; i < 2; i++) {
+		bson_t cmd = BSON_INITIALIZER, arr;
+		bson_error_t err;
+		int ok;
+		BSON_APPEND_ARRAY_BEGIN(&cmd, cmds[i], &arr);
+		BSON_APPEND_DOCUMENT(&arr, "0", p->old_lsid);
+		bson_append_array_end(&cmd, &arr);
+		ok = mongoc_client_command_simple(p->client, "admin", &cmd, NULL, NULL, &err);
+		bson_destroy(&cmd);
+		if (ok || err.code != 59)
+			break;
+	}
+	bson_destroy(p->old_lsid);
+	p->old_lsid = NULL;
 }
 
 /* ---- checkpoints ---------------------------------------------------------- */
@@ -704,7 +777,7 @@ static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, cha
 	}
 	if ((rc = simulate(p, from, to, 1, why, whylen, bad_ts, bad_ns)) != 0)
 		goto out;
-	if ((s = mongoc_client_start_session(p->client, NULL, &err)) == NULL) {
+	if ((s = pair_session(p, &err)) == NULL) {
 		rc = 1;
 		snprintf(why, whylen, "%s", err.message);
 		goto out;
@@ -750,8 +823,6 @@ static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, cha
 	}
 	fault_hit("apply_committed");
 out:
-	if (s)
-		mongoc_client_session_destroy(s);
 	bson_destroy(&reply);
 	return rc;
 }
@@ -835,7 +906,7 @@ static int checkpoint_only(struct pair *p, const uint8_t origin[16], uint64_t ts
 	bson_t reply;
 	int backoff = 50;
 	for (;;) {
-		mongoc_client_session_t *s = mongoc_client_start_session(p->client, NULL, &err);
+		mongoc_client_session_t *s = pair_session(p, &err);
 		int ok = s && mongoc_client_session_start_transaction(s, NULL, &err);
 		if (ok) {
 			ok = upsert_marker(p, s, origin, ts, &err, &reply);
@@ -845,8 +916,8 @@ static int checkpoint_only(struct pair *p, const uint8_t origin[16], uint64_t ts
 			ok = mongoc_client_session_commit_transaction(s, &reply, &err);
 			bson_destroy(&reply);
 		}
-		if (s)
-			mongoc_client_session_destroy(s);
+		if (!ok && s && mongoc_client_session_in_transaction(s))
+			mongoc_client_session_abort_transaction(s, NULL);
 		if (ok) {
 			p->ckpt_ts = ts;
 			return 0;
@@ -1104,6 +1175,7 @@ static void *pair_main(void *arg)
 			stop_pair(p, 0, "", err.message);
 			break;
 		}
+		pair_kill_old_session(p);
 		set_state(p, "connecting");
 		if (load_checkpoint(p, &p->ckpt_ts, &from, &err) != 0) {
 			snprintf(p->last_error, sizeof p->last_error, "cannot read checkpoint on '%s': %s",
@@ -1190,6 +1262,7 @@ static struct pair *dest_pair(struct dest *d, const uint8_t src[16], const char 
 	snprintf(p->src_name, sizeof p->src_name, "%s", name);
 	p->state = "starting";
 	pthread_mutex_init(&p->mu, NULL);
+	pair_load_old_session(p);
 	p->my_gen = -1;
 	return p;
 }
@@ -1272,8 +1345,13 @@ static void free_dest(struct dest *d)
 {
 	for (size_t i = 0; i < d->npairs; i++) {
 		struct pair *p = d->pairs[i];
+		pair_drop_session(p);
 		if (p->client)
 			mongoc_client_destroy(p->client);
+		if (p->lsid)
+			bson_destroy(p->lsid);
+		if (p->old_lsid)
+			bson_destroy(p->old_lsid);
 		free(p->links);
 		free(p->my_links);
 		tr_list_free(&p->batch);

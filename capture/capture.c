@@ -19,8 +19,48 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 1000
 #define STATUS_MS      1000
+#define AWAIT_MS       50      /* getMore wait: bounds how long an idle block stays open */
+#define PIPE_DEPTH     8       /* batches queued between a source's reader and its writer */
+#define WARMUP_SECS    30      /* journal seconds re-read at start to recover open transactions */
 
 enum session_end { END_STOP, END_RETRY, END_FATAL };
+
+/* One batch of kept entries on its way from the reader (the tailing thread)
+ * to the writer thread, which compresses and commits it as one block: the
+ * batch closes at the journal's block thresholds, so a batch is a block. */
+struct cap_item {
+	size_t off;
+	uint32_t len;
+	int has_origin;
+	uint64_t ts;
+	uint8_t origin[16];
+};
+
+struct cap_batch {
+	uint8_t *raw;
+	size_t len, cap;
+	struct cap_item *items;
+	size_t n, icap;
+	int64_t opened;
+};
+
+/* The queue between reader and writer.  Batches circulate between the pool
+ * (free), the reader (filling one) and the queue, so memory stays bounded. */
+struct cap_pipe {
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	struct cap_batch *pool[PIPE_DEPTH + 1];
+	size_t npool;
+	struct cap_batch *queue[PIPE_DEPTH];
+	size_t head, count;
+	int busy;                     /* the writer is working on a batch */
+	int quit;
+	int rc;                       /* the first journal failure, sticky */
+	uint64_t committed_ts;        /* last kept ts durably in the journal */
+	struct cap_batch *cur;        /* the reader's batch (reader only) */
+	pthread_t thread;
+	struct jnl_writer *w;
+};
 
 struct txn_slot {
 	uint8_t lsid[16];
@@ -38,7 +78,8 @@ struct cap_source {
 	atomic_int *fatal;            /* shared: a journal failure stops everyone */
 	pthread_t thread;
 	int failed;
-	struct jnl_writer *w;
+	struct cap_pipe pipe;
+	uint64_t kept_ts;             /* last kept entry handed to the writer */
 	/* status */
 	const char *state;
 	char last_error[512];
@@ -67,6 +108,218 @@ static int64_t wall_ms(void)
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A cheap clock for per-entry checks (a few ms of resolution is plenty). */
+static int64_t coarse_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ---- the writer thread -------------------------------------------------- */
+
+static void batch_free(struct cap_batch *b)
+{
+	if (b) {
+		free(b->raw);
+		free(b->items);
+		free(b);
+	}
+}
+
+/* Waits for a free batch (the pipe's lock held). */
+static struct cap_batch *pool_take(struct cap_pipe *p)
+{
+	while (p->npool == 0)
+		pthread_cond_wait(&p->cond, &p->mu);
+	return p->pool[--p->npool];
+}
+
+static void *writer_main(void *arg)
+{
+	struct cap_pipe *p = arg;
+
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		struct cap_batch *b[PIPE_DEPTH];
+		size_t nb = 0;
+		uint64_t last = 0;
+		int rc = 0;
+
+		while (p->count == 0 && !p->quit)
+			pthread_cond_wait(&p->cond, &p->mu);
+		if (p->count == 0)
+			break;
+		/* Everything queued is sealed block by block and committed in one
+		 * transaction: each block stays whole or absent, and a backlog
+		 * costs one sync instead of one per block. */
+		while (p->count) {
+			b[nb++] = p->queue[p->head];
+			p->head = (p->head + 1) % PIPE_DEPTH;
+			p->count--;
+		}
+		p->busy = 1;
+		rc = p->rc;
+		pthread_mutex_unlock(&p->mu);
+		/* Once the journal failed, batches are dropped: the reader stops. */
+		for (size_t k = 0; k < nb && rc == 0; k++) {
+			for (size_t i = 0; i < b[k]->n && rc == 0; i++) {
+				const struct cap_item *it = &b[k]->items[i];
+				rc = jnl_writer_add_trusted(p->w, b[k]->raw + it->off, it->len, it->ts,
+				    it->has_origin ? it->origin : NULL);
+				if (rc == 1)
+					rc = 0;          /* sealed; committed below */
+				last = it->ts;
+			}
+			if (rc == 0)
+				rc = jnl_writer_seal(p->w);
+		}
+		if (rc == 0)
+			rc = jnl_writer_commit(p->w);
+		pthread_mutex_lock(&p->mu);
+		if (rc != 0 && p->rc == 0)
+			p->rc = rc;
+		else if (rc == 0 && last)
+			p->committed_ts = last;
+		for (size_t k = 0; k < nb; k++) {
+			b[k]->len = 0;
+			b[k]->n = 0;
+			p->pool[p->npool++] = b[k];
+		}
+		p->busy = 0;
+		pthread_cond_broadcast(&p->cond);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+static int pipe_start(struct cap_pipe *p, struct jnl *j, const uint8_t source[16])
+{
+	int rc;
+
+	memset(p, 0, sizeof *p);
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	for (size_t i = 0; i < PIPE_DEPTH + 1; i++) {
+		if ((p->pool[i] = calloc(1, sizeof *p->pool[i])) == NULL)
+			return ENOMEM;
+		p->npool++;
+	}
+	if ((rc = jnl_writer_new(j, source, &p->w)) != 0)
+		return rc;
+	p->cur = p->pool[--p->npool];
+	if (pthread_create(&p->thread, NULL, writer_main, p) != 0) {
+		jnl_writer_free(p->w);
+		p->w = NULL;
+		return errno ? errno : EAGAIN;
+	}
+	return 0;
+}
+
+/* Queues the reader's batch (when it holds anything) and takes a free one. */
+static void pipe_push(struct cap_pipe *p)
+{
+	if (p->cur->n == 0)
+		return;
+	pthread_mutex_lock(&p->mu);
+	while (p->count == PIPE_DEPTH)
+		pthread_cond_wait(&p->cond, &p->mu);
+	p->queue[(p->head + p->count) % PIPE_DEPTH] = p->cur;
+	p->count++;
+	pthread_cond_broadcast(&p->cond);
+	p->cur = pool_take(p);
+	pthread_mutex_unlock(&p->mu);
+}
+
+/* Queues what the reader holds and waits until the writer committed it all:
+ * then the journal's last ts is the last kept entry.  Returns the writer's
+ * first failure, or 0. */
+static int pipe_drain(struct cap_pipe *p)
+{
+	int rc;
+	pipe_push(p);
+	pthread_mutex_lock(&p->mu);
+	while (p->count || p->busy)
+		pthread_cond_wait(&p->cond, &p->mu);
+	rc = p->rc;
+	pthread_mutex_unlock(&p->mu);
+	return rc;
+}
+
+static int pipe_failed(struct cap_pipe *p)
+{
+	int rc;
+	pthread_mutex_lock(&p->mu);
+	rc = p->rc;
+	pthread_mutex_unlock(&p->mu);
+	return rc;
+}
+
+/* Adds one kept entry to the reader's batch; 1 when the batch is full (a
+ * block by the journal's thresholds) and should be pushed. */
+static int pipe_add(struct cap_pipe *p, const uint8_t *data, uint32_t len, uint64_t ts,
+    const uint8_t *origin)
+{
+	struct cap_batch *b = p->cur;
+	struct cap_item *it;
+
+	if (b->len + len > b->cap) {
+		size_t cap = b->cap ? b->cap : JNL_BLOCK_MAX_RAW + 64 * 1024;
+		uint8_t *nr;
+		while (cap < b->len + len)
+			cap *= 2;
+		if ((nr = realloc(b->raw, cap)) == NULL)
+			return -1;
+		b->raw = nr;
+		b->cap = cap;
+	}
+	if (b->n == b->icap) {
+		size_t cap = b->icap ? b->icap * 2 : JNL_BLOCK_MAX_ENTRIES;
+		struct cap_item *ni = realloc(b->items, cap * sizeof *ni);
+		if (ni == NULL)
+			return -1;
+		b->items = ni;
+		b->icap = cap;
+	}
+	if (b->n == 0)
+		b->opened = coarse_ms();
+	it = &b->items[b->n++];
+	it->off = b->len;
+	it->len = len;
+	it->ts = ts;
+	it->has_origin = origin != NULL;
+	if (origin)
+		memcpy(it->origin, origin, 16);
+	memcpy(b->raw + b->len, data, len);
+	b->len += len;
+	return b->len >= JNL_BLOCK_MAX_RAW || b->n >= JNL_BLOCK_MAX_ENTRIES;
+}
+
+static int64_t pipe_age_ms(const struct cap_pipe *p)
+{
+	return p->cur->n ? coarse_ms() - p->cur->opened : 0;
+}
+
+/* Drains, stops the writer and frees everything. */
+static void pipe_stop(struct cap_pipe *p)
+{
+	if (p->w) {
+		pipe_drain(p);
+		pthread_mutex_lock(&p->mu);
+		p->quit = 1;
+		pthread_cond_broadcast(&p->cond);
+		pthread_mutex_unlock(&p->mu);
+		pthread_join(p->thread, NULL);
+		jnl_writer_free(p->w);
+		p->w = NULL;
+	}
+	batch_free(p->cur);
+	for (size_t i = 0; i < p->npool; i++)
+		batch_free(p->pool[i]);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cond);
 }
 
 const char *cap_status_key(const uint8_t uuid[16], char *buf, size_t len)
@@ -356,6 +609,102 @@ static enum session_end report_gap(struct cap_source *cs, mongoc_client_t *c, ui
 	return END_FATAL;
 }
 
+/* Where `mmm replicate` recorded that a new link of this source starts
+ * ("capture-from/<uuid>" in the journal's status records): 1 and *ts set. */
+static int capture_hint(struct cap_source *cs, uint64_t *ts)
+{
+	char key[64], u[37];
+	bson_t doc;
+	bson_iter_t it;
+	int found = 0;
+
+	uuid_format(cs->srv->uuid, u);
+	snprintf(key, sizeof key, "capture-from/%s", u);
+	if (jnl_status_get(cs->j, key, &doc) != 0)
+		return 0;
+	if (bson_iter_init_find(&it, &doc, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it)) {
+		uint32_t sec, inc;
+		bson_iter_timestamp(&it, &sec, &inc);
+		*ts = JNL_TS(sec, inc);
+		found = *ts != 0;
+	}
+	bson_destroy(&doc);
+	return found;
+}
+
+static int capture_hint_put(struct cap_source *cs, uint64_t ts)
+{
+	char key[64], u[37];
+	bson_t doc = BSON_INITIALIZER;
+	int rc;
+
+	uuid_format(cs->srv->uuid, u);
+	snprintf(key, sizeof key, "capture-from/%s", u);
+	BSON_APPEND_TIMESTAMP(&doc, "ts", JNL_TS_SEC(ts), JNL_TS_INC(ts));
+	BSON_APPEND_UTF8(&doc, "by", "mmm-capture");
+	rc = jnl_status_put(cs->j, key, &doc);
+	bson_destroy(&doc);
+	return rc;
+}
+
+/* Re-reads the newest journaled entries of this source (WARMUP_SECS of
+ * oplog time) so that a transaction chain or DDL bracket that was open when
+ * the previous run stopped keeps its origin. */
+static void warm_up(struct cap_source *cs, uint64_t last_ts)
+{
+	struct jnl_reader *r;
+	struct jnl_entry e;
+	uint32_t sec = JNL_TS_SEC(last_ts);
+	uint64_t n = 0;
+
+	if (jnl_reader_open(cs->j, cs->srv->uuid, JNL_TS(sec > WARMUP_SECS ? sec - WARMUP_SECS : 0, 0), &r) != 0)
+		return;
+	while (jnl_reader_next(r, &e) == 0) {
+		bson_t doc;
+		struct oplog_info in;
+		const char *cmd;
+		int foreign = memcmp(e.origin, cs->srv->uuid, 16) != 0;
+
+		n++;
+		if (!bson_init_static(&doc, e.bson, e.len) || oplog_info(&doc, &in) != 0)
+			continue;
+		cmd = in.op == 'c' ? o_first_key(&doc) : "";
+		if (strcmp(cmd, "applyOps") == 0) {
+			int open_chain = o_flag(&doc, "partialTxn") || o_flag(&doc, "prepare");
+			struct txn_slot *s = in.has_txn ? txn_find(cs, in.lsid, in.txn_number) : NULL;
+			if (foreign)
+				cs->ddl_ttl = 0;
+			if (in.has_txn && open_chain && foreign)
+				txn_remember(cs, in.lsid, in.txn_number, e.origin);
+			else if (s && !open_chain)
+				s->used = 0;
+			continue;
+		}
+		if (strcmp(cmd, "commitTransaction") == 0 || strcmp(cmd, "abortTransaction") == 0) {
+			struct txn_slot *s = in.has_txn ? txn_find(cs, in.lsid, in.txn_number) : NULL;
+			if (s)
+				s->used = 0;
+			continue;
+		}
+		if (in.op == 'c' && foreign) {
+			char desc[300];
+			const char *dot = strchr(in.ns, '.');
+			if (oplog_ddl_desc(&doc, desc, sizeof desc)[0]) {
+				memcpy(cs->ddl_origin, e.origin, 16);
+				snprintf(cs->ddl_cmd, sizeof cs->ddl_cmd, "%.*s",
+				    dot ? (int)(dot - in.ns) : (int)strlen(in.ns), in.ns);
+				cs->ddl_ttl = DDL_LOOKAHEAD;
+				continue;
+			}
+		}
+		if (cs->ddl_ttl > 0)
+			cs->ddl_ttl--;
+	}
+	jnl_reader_free(r);
+	log_debug("capture of '%s': re-read %llu journaled entries for open transactions", cs->srv->name,
+	    (unsigned long long)n);
+}
+
 /* The last entry the journal holds for this source, copied into *out. */
 static int journal_last_entry(struct cap_source *cs, uint64_t ts, bson_t *out)
 {
@@ -401,7 +750,7 @@ static enum session_end session(struct cap_source *cs, mongoc_client_t *c, mongo
 	const bson_t *doc;
 	bson_error_t err;
 	struct jnl_source src;
-	uint64_t start;
+	uint64_t start = 0;
 	int resuming = 0, first = 1, rc;
 	enum session_end end = END_RETRY;
 	char a[32];
@@ -420,9 +769,11 @@ static enum session_end session(struct cap_source *cs, mongoc_client_t *c, mongo
 			end = journal_failed(cs, rc);
 			goto out;
 		}
-	} else if (cs->opt->have_from) {
+	} else if (cs->opt->have_from || capture_hint(cs, &start)) {
+		/* --from, or where `mmm replicate` said a link starts (capture_hint) */
 		uint64_t oldest = oplog_edge(c, 1);
-		start = cs->opt->from_ts;
+		if (cs->opt->have_from)
+			start = cs->opt->from_ts;
 		if (oldest == 0) {
 			snprintf(cs->last_error, sizeof cs->last_error, "cannot read the oplog of '%s'", cs->srv->name);
 			goto out;
@@ -437,8 +788,27 @@ static enum session_end session(struct cap_source *cs, mongoc_client_t *c, mongo
 			snprintf(cs->last_error, sizeof cs->last_error, "cannot read the oplog of '%s'", cs->srv->name);
 			goto out;
 		}
+		/* Remembered, so that a restart before the first block commits
+		 * starts here too instead of at a newer entry. */
+		if ((rc = capture_hint_put(cs, start)) != 0) {
+			end = journal_failed(cs, rc);
+			goto out;
+		}
 		log_info("capture of '%s' starts at its newest oplog entry %s", cs->srv->name,
 		    jnl_ts_str(start, a, sizeof a));
+	}
+	if (resuming) {
+		uint64_t newest = oplog_edge(c, -1);
+		char b[32];
+		if (newest && newest < start) {
+			snprintf(cs->last_error, sizeof cs->last_error,
+			    "oplog of '%s' ends at %s, before the journal's last entry %s (rolled back, or another server?): resync needed",
+			    cs->srv->name, jnl_ts_str(newest, a, sizeof a), jnl_ts_str(start, b, sizeof b));
+			log_warnx("%s", cs->last_error);
+			set_state(cs, "gap");
+			end = END_FATAL;
+			goto out;
+		}
 	}
 
 	BSON_APPEND_DOCUMENT_BEGIN(&filter, "ts", &range);
@@ -446,7 +816,7 @@ static enum session_end session(struct cap_source *cs, mongoc_client_t *c, mongo
 	bson_append_document_end(&filter, &range);
 	BSON_APPEND_BOOL(&opts, "tailable", true);
 	BSON_APPEND_BOOL(&opts, "awaitData", true);
-	BSON_APPEND_INT64(&opts, "maxAwaitTimeMS", 100);
+	BSON_APPEND_INT64(&opts, "maxAwaitTimeMS", AWAIT_MS);
 	coll = mongoc_client_get_collection(c, "local", "oplog.rs");
 	cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
 	set_state(cs, "running");
@@ -493,28 +863,29 @@ static enum session_end session(struct cap_source *cs, mongoc_client_t *c, mongo
 				continue;
 			}
 			has_origin = entry_origin(cs, doc, &in, origin);
-			rc = jnl_writer_add_trusted(cs->w, bson_get_data(doc), doc->len, in.ts, has_origin ? origin : NULL);
-			if (rc == 1)
-				rc = jnl_writer_commit(cs->w);
-			if (rc != 0) {
-				end = journal_failed(cs, rc);
+			rc = pipe_add(&cs->pipe, bson_get_data(doc), doc->len, in.ts, has_origin ? origin : NULL);
+			if (rc < 0) {
+				end = journal_failed(cs, ENOMEM);
 				break;
 			}
+			cs->kept_ts = in.ts;
 			cs->entries++;
 			cs->rate_entries++;
 			*progressed = 1;
-			if (jnl_writer_open_age_ms(cs->w) >= JNL_BLOCK_MAX_AGE_MS &&
-			    (rc = jnl_writer_flush(cs->w)) != 0) {
-				end = journal_failed(cs, rc);
-				break;
-			}
-		} else if (mongoc_cursor_error(cur, &err)) {
-			if (err.code == 136) {    /* CappedPositionLost */
-				if ((rc = jnl_writer_flush(cs->w)) != 0) {
+			if (rc == 1 || pipe_age_ms(&cs->pipe) >= JNL_BLOCK_MAX_AGE_MS) {
+				pipe_push(&cs->pipe);
+				if ((rc = pipe_failed(&cs->pipe)) != 0) {
 					end = journal_failed(cs, rc);
 					break;
 				}
-				end = report_gap(cs, c, jnl_writer_last_ts(cs->w) ? jnl_writer_last_ts(cs->w) : start);
+			}
+		} else if (mongoc_cursor_error(cur, &err)) {
+			if (err.code == 136) {    /* CappedPositionLost */
+				if ((rc = pipe_drain(&cs->pipe)) != 0) {
+					end = journal_failed(cs, rc);
+					break;
+				}
+				end = report_gap(cs, c, cs->kept_ts ? cs->kept_ts : start);
 				break;
 			}
 			snprintf(cs->last_error, sizeof cs->last_error, "%s", err.message);
@@ -524,18 +895,16 @@ static enum session_end session(struct cap_source *cs, mongoc_client_t *c, mongo
 		} else if (!mongoc_cursor_more(cur)) {
 			snprintf(cs->last_error, sizeof cs->last_error, "oplog cursor of '%s' closed", cs->srv->name);
 			break;
-		}
-		if (jnl_writer_open_entries(cs->w) && jnl_writer_open_age_ms(cs->w) >= JNL_BLOCK_MAX_AGE_MS &&
-		    (rc = jnl_writer_flush(cs->w)) != 0) {
-			end = journal_failed(cs, rc);
-			break;
-		}
-		if (mono_ms() - cs->status_at >= STATUS_MS) {
-			int64_t now = mono_ms();
-			if ((rc = jnl_writer_flush(cs->w)) != 0) {
+		} else {
+			/* The cursor had nothing for AWAIT_MS: whatever is open goes out. */
+			pipe_push(&cs->pipe);
+			if ((rc = pipe_failed(&cs->pipe)) != 0) {
 				end = journal_failed(cs, rc);
 				break;
 			}
+		}
+		if (coarse_ms() - cs->status_at >= STATUS_MS) {
+			int64_t now = mono_ms();
 			cs->rate = (double)cs->rate_entries * 1000.0 / (double)(now - cs->rate_since > 0 ? now - cs->rate_since : 1);
 			cs->rate_entries = 0;
 			cs->rate_since = now;
@@ -546,7 +915,7 @@ static enum session_end session(struct cap_source *cs, mongoc_client_t *c, mongo
 	if (*cs->stop && end == END_RETRY)
 		end = END_STOP;
 out:
-	if ((rc = jnl_writer_flush(cs->w)) != 0 && end != END_FATAL)
+	if ((rc = pipe_drain(&cs->pipe)) != 0 && end != END_FATAL)
 		end = journal_failed(cs, rc);
 	mongoc_cursor_destroy(cur);
 	if (coll)
@@ -563,14 +932,17 @@ static void *source_main(void *arg)
 	int backoff = BACKOFF_MIN_MS, rc;
 	struct jnl_source src;
 
-	if ((rc = jnl_writer_new(cs->j, cs->srv->uuid, &cs->w)) != 0) {
+	if ((rc = pipe_start(&cs->pipe, cs->j, cs->srv->uuid)) != 0) {
 		journal_failed(cs, rc);
 		cs->failed = 1;
+		pipe_stop(&cs->pipe);
 		return NULL;
 	}
 	if (jnl_source_get(cs->j, cs->srv->uuid, &src) == 0) {
 		cs->last_ts = src.last_ts;
 		cs->last_wall = src.last_wall;
+		if (src.last_ts)
+			warm_up(cs, src.last_ts);
 	}
 	cs->rate_since = mono_ms();
 	while (!*cs->stop && !atomic_load(cs->fatal)) {
@@ -615,9 +987,8 @@ static void *source_main(void *arg)
 	}
 	if (!cs->failed)
 		set_state(cs, "stopped");
+	pipe_stop(&cs->pipe);
 	write_status(cs);
-	jnl_writer_free(cs->w);
-	cs->w = NULL;
 	return NULL;
 }
 

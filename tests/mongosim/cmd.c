@@ -53,6 +53,9 @@ static int err(struct ctx *x, int code, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(x->errmsg, sizeof x->errmsg, fmt, ap);
 	va_end(ap);
+	/* messages echo client strings: keep the reply valid UTF-8 */
+	if (!bson_utf8_validate(x->errmsg, strlen(x->errmsg), false))
+		for (char *p = x->errmsg; *p; p++) if ((unsigned char)*p >= 0x80) *p = '?';
 	x->code = code;
 	return code;
 }
@@ -399,7 +402,9 @@ static int check_names(struct ctx *x, const char *db, const char *name)
 {
 	if (!*db || strpbrk(db, "/\\. \"$"))
 		return err(x, E_INVALIDNS, "Invalid database name: '%s'", db);
-	if (!name || !*name || strchr(name, '$') || (name[0] == '.'))
+	if (!bson_utf8_validate(db, strlen(db), false))
+		return err(x, E_INVALIDNS, "Invalid database name");
+	if (!name || !*name || strchr(name, '$') || (name[0] == '.') || !bson_utf8_validate(name, strlen(name), false))
 		return err(x, E_INVALIDNS, "Invalid collection name: %s", name ? name : "");
 	return 0;
 }
@@ -1262,6 +1267,8 @@ static int cmd_find(struct ctx *x)
 {
 	const char *name = get_str(x->cmd, x->name);
 	if (!name) return err(x, E_BADVALUE, "collection name has invalid type");
+	if (!bson_utf8_validate(name, strlen(name), false) || !bson_utf8_validate(x->db, strlen(x->db), false))
+		return err(x, E_INVALIDNS, "Invalid namespace");
 	bson_t filter, sort, proj;
 	bool hf = get_doc(x->cmd, "filter", &filter);
 	if (is_local(x->db) && !strcmp(name, "oplog.rs")) return find_oplog(x, hf ? &filter : NULL);

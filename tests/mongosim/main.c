@@ -339,7 +339,7 @@ static int handle_msg(struct sim_conn *c, int32_t req_id, const uint8_t *b, size
 	if (bson_iter_init_find(&it, cmd, "$db") && BSON_ITER_HOLDS_UTF8(&it))
 		snprintf(db, sizeof db, "%s", bson_iter_utf8(&it, NULL));
 	bson_t reply = BSON_INITIALIZER;
-	if (!*db) {
+	if (!*db || !bson_utf8_validate(db, strlen(db), false)) {
 		BSON_APPEND_DOUBLE(&reply, "ok", 0);
 		BSON_APPEND_UTF8(&reply, "errmsg", "OP_MSG requests require a $db argument");
 		BSON_APPEND_INT32(&reply, "code", 40571);

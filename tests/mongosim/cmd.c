@@ -2843,6 +2843,49 @@ static int cmd_replsetgetstatus(struct ctx *x)
 	return 0;
 }
 
+/* replSetGetConfig of a one-member set (mongo/db/repl/repl_set_config.idl) */
+static int cmd_replsetgetconfig(struct ctx *x)
+{
+	bson_t cfg, mem, m, tags, st, gle, modes;
+	BSON_APPEND_DOCUMENT_BEGIN(x->reply, "config", &cfg);
+	BSON_APPEND_UTF8(&cfg, "_id", sim.replset);
+	BSON_APPEND_INT32(&cfg, "version", 1);
+	BSON_APPEND_INT32(&cfg, "term", (int32_t)sim.term);
+	BSON_APPEND_ARRAY_BEGIN(&cfg, "members", &mem);
+	BSON_APPEND_DOCUMENT_BEGIN(&mem, "0", &m);
+	BSON_APPEND_INT32(&m, "_id", 0);
+	BSON_APPEND_UTF8(&m, "host", sim.host);
+	BSON_APPEND_BOOL(&m, "arbiterOnly", false);
+	BSON_APPEND_BOOL(&m, "buildIndexes", true);
+	BSON_APPEND_BOOL(&m, "hidden", false);
+	BSON_APPEND_DOUBLE(&m, "priority", 1.0);
+	BSON_APPEND_DOCUMENT_BEGIN(&m, "tags", &tags);
+	bson_append_document_end(&m, &tags);
+	BSON_APPEND_INT64(&m, "secondaryDelaySecs", 0);
+	BSON_APPEND_INT32(&m, "votes", 1);
+	bson_append_document_end(&mem, &m);
+	bson_append_array_end(&cfg, &mem);
+	BSON_APPEND_INT64(&cfg, "protocolVersion", 1);
+	BSON_APPEND_BOOL(&cfg, "writeConcernMajorityJournalDefault", true);
+	BSON_APPEND_DOCUMENT_BEGIN(&cfg, "settings", &st);
+	BSON_APPEND_BOOL(&st, "chainingAllowed", true);
+	BSON_APPEND_INT32(&st, "heartbeatIntervalMillis", 2000);
+	BSON_APPEND_INT32(&st, "heartbeatTimeoutSecs", 10);
+	BSON_APPEND_INT32(&st, "electionTimeoutMillis", 10000);
+	BSON_APPEND_INT32(&st, "catchUpTimeoutMillis", -1);
+	BSON_APPEND_INT32(&st, "catchUpTakeoverDelayMillis", 30000);
+	BSON_APPEND_DOCUMENT_BEGIN(&st, "getLastErrorModes", &modes);
+	bson_append_document_end(&st, &modes);
+	BSON_APPEND_DOCUMENT_BEGIN(&st, "getLastErrorDefaults", &gle);
+	BSON_APPEND_INT32(&gle, "w", 1);
+	BSON_APPEND_INT32(&gle, "wtimeout", 0);
+	bson_append_document_end(&st, &gle);
+	BSON_APPEND_OID(&st, "replicaSetId", &sim.replset_id);
+	bson_append_document_end(&cfg, &st);
+	bson_append_document_end(x->reply, &cfg);
+	return 0;
+}
+
 static int cmd_startsession(struct ctx *x)
 {
 	uint8_t id[16];
@@ -2966,7 +3009,9 @@ static const struct command {
 	{ "ping", cmd_ping, 0 },
 	{ "startSession", cmd_startsession, 0 },
 	{ "endSessions", cmd_endsessions, 0 },
+	{ "killSessions", cmd_endsessions, 0 },
 	{ "killAllSessions", cmd_ping, 0 },
+	{ "replSetGetConfig", cmd_replsetgetconfig, 0 },
 	{ "mongosimStepDown", cmd_stepdown, F_FAULT },
 	{ "mongosimPause", cmd_pause, F_FAULT },
 	{ "mongosimClock", cmd_clock, F_FAULT },

@@ -72,6 +72,10 @@ def test_handshake(s, c):
     ck.eq(rs["myState"], 1, "myState")
     ck.eq(rs["members"][0]["stateStr"], "PRIMARY", "stateStr")
     ck.eq(rs["optimes"]["appliedOpTime"]["ts"], s.last_ts(), "appliedOpTime is the newest ts")
+    cfg = c.admin.command("replSetGetConfig")["config"]
+    ck.eq(cfg["_id"], "rs0", "replSetGetConfig _id")
+    ck.eq(cfg["members"][0]["host"], "127.0.0.1:%d" % s.port, "replSetGetConfig host")
+    ck.check(isinstance(cfg["settings"]["replicaSetId"], ObjectId), "replicaSetId")
     e = ck.raises(lambda: c.admin.command("noSuchCommand"), 59, "unknown command")
     if e is not None:
         ck.eq(e.details.get("codeName"), "CommandNotFound", "codeName")

@@ -503,6 +503,7 @@ int main(int argc, char **argv)
 	sim.port = ntohs(sa.sin_port);
 	snprintf(sim.host, sizeof sim.host, "%s:%d", bind_addr, sim.port);
 
+	bson_oid_init(&sim.replset_id, NULL);
 	if (sim.dbpath) {
 		if (sim_load(sim.dbpath)) return 1;
 	}

@@ -197,6 +197,7 @@ struct sim_server {
 	struct sim_conn *conns;
 	int next_conn_id;
 	bson_oid_t election_id;
+	bson_oid_t replset_id;        /* settings.replicaSetId, kept with --dbpath */
 	int64_t start_ms;
 	int64_t last_append_mono;
 	bool stepped_down;

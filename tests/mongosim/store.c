@@ -414,7 +414,8 @@ int sim_save(const char *dir)
 	bson_t *h = BCON_NEW("mongosim", BCON_INT32(1), "term", BCON_INT64(sim.term),
 	                     "lastTs", BCON_TIMESTAMP((uint32_t)(sim.oplog.last_ts >> 32), (uint32_t)sim.oplog.last_ts),
 	                     "dropped", BCON_TIMESTAMP((uint32_t)(sim.oplog.dropped_ts >> 32), (uint32_t)sim.oplog.dropped_ts),
-	                     "ncolls", BCON_INT64((int64_t)sim.ncolls), "noplog", BCON_INT64((int64_t)sim.oplog.n));
+	                     "ncolls", BCON_INT64((int64_t)sim.ncolls), "noplog", BCON_INT64((int64_t)sim.oplog.n),
+	                     "replicaSetId", BCON_OID(&sim.replset_id));
 	rc |= write_all(f, h);
 	bson_destroy(h);
 	for (size_t i = 0; i < sim.ncolls; i++) {
@@ -469,6 +470,7 @@ int sim_load(const char *dir)
 	if (bson_iter_init_find(&it, b, "lastTs")) { bson_iter_timestamp(&it, &t, &i); sim.oplog.last_ts = (uint64_t)t << 32 | i; }
 	if (bson_iter_init_find(&it, b, "dropped")) { bson_iter_timestamp(&it, &t, &i); sim.oplog.dropped_ts = (uint64_t)t << 32 | i; }
 	if (bson_iter_init_find(&it, b, "ncolls")) ncolls = bson_iter_as_int64(&it);
+	if (bson_iter_init_find(&it, b, "replicaSetId") && BSON_ITER_HOLDS_OID(&it)) bson_oid_copy(bson_iter_oid(&it), &sim.replset_id);
 	if (bson_iter_init_find(&it, b, "noplog")) nop = bson_iter_as_int64(&it);
 	for (int64_t ci = 0; ci < ncolls; ci++) {
 		if (!(b = bson_reader_read(r, &eof))) goto out;

@@ -69,6 +69,7 @@ def test_persist():
             ops1 = s.oplog()
             colls1 = {x["name"]: x["info"]["uuid"] for x in c.p.list_collections()}
             idx1 = [dict(x) for x in c.p.a.list_indexes()]
+            rsid = c.admin.command("replSetGetConfig")["config"]["settings"]["replicaSetId"]
             port = s.port
             ck.eq(s.stop(), 0, "clean exit on SIGTERM")
             ck.check(os.path.exists(os.path.join(d, "mongosim.bson")), "data file written")
@@ -83,6 +84,7 @@ def test_persist():
             ck.eq(ops2[len(ops1)]["o"], {"msg": "new primary"}, "restart logs a new-primary noop after it")
             ck.eq({x["name"]: x["info"]["uuid"] for x in c.p.list_collections()}, colls1, "collection UUIDs kept")
             ck.eq([dict(x) for x in c.p.a.list_indexes()], idx1, "indexes kept")
+            ck.eq(c.admin.command("replSetGetConfig")["config"]["settings"]["replicaSetId"], rsid, "replicaSetId kept")
             ck.raises(lambda: c.p.a.insert_one({"_id": 500, "v": 50}), 11000, "unique index enforced after restart")
             c.p.a.insert_one({"_id": 501})
             ck.check(s.last_ts() > ops1[-1]["ts"], "ts keeps increasing after restart")

@@ -817,6 +817,39 @@ bool sim_is_modifier(const bson_t *upd)
 	return bson_iter_init(&it, upd) && bson_iter_next(&it) && bson_iter_key(&it)[0] == '$';
 }
 
+/* component-wise: numeric components numerically, others bytewise */
+static int cmp_paths(const char *a, const char *b)
+{
+	while (*a && *b) {
+		size_t la = strcspn(a, "."), lb = strcspn(b, ".");
+		size_t ia = 0, ib = 0;
+		char ca[32], cb[32];
+		int c;
+		bool na = la < sizeof ca && (memcpy(ca, a, la), ca[la] = 0, parse_index(ca, &ia));
+		bool nb = lb < sizeof cb && (memcpy(cb, b, lb), cb[lb] = 0, parse_index(cb, &ib));
+		if (na && nb) c = ia < ib ? -1 : ia > ib;
+		else {
+			c = memcmp(a, b, la < lb ? la : lb);
+			if (!c) c = la < lb ? -1 : la > lb;
+		}
+		if (c) return c;
+		a += la; b += lb;
+		if (*a == '.') a++;
+		if (*b == '.') b++;
+	}
+	return *a ? 1 : *b ? -1 : 0;
+}
+
+struct item_sort { const char *name; bson_iter_t f; size_t seq; };
+
+static int cmp_items(const void *x, const void *y)
+{
+	const struct item_sort *a = x, *b = y;
+	int c = cmp_paths(bson_iter_key(&a->f), bson_iter_key(&b->f));
+	if (c) return c;
+	return a->seq < b->seq ? -1 : a->seq > b->seq;
+}
+
 static bool paths_conflict(const char *a, const char *b)
 {
 	size_t la = strlen(a), lb = strlen(b), n = la < lb ? la : lb;
@@ -838,6 +871,14 @@ int sim_update_apply(const bson_t *pre, const bson_t *upd, bool v1, bool upsert_
 	bson_iter_init(&op, upd);
 	while (bson_iter_next(&op) && !rc) {
 		const char *name = bson_iter_key(&op);
+		static const char *known[] = { "$set", "$setOnInsert", "$unset", "$inc", "$mul", "$min", "$max", "$rename",
+		                               "$push", "$addToSet", "$pull", "$pullAll", "$pop", "$currentDate", NULL };
+		bool ok = false;
+		for (int k = 0; known[k]; k++) if (!strcmp(known[k], name)) ok = true;
+		if (!ok) {
+			rc = fail(&u, E_FAILEDTOPARSE, "Unknown modifier: %s. Expected a valid update modifier or pipeline-style update specified as an array", name);
+			break;
+		}
 		if (!BSON_ITER_HOLDS_DOCUMENT(&op)) {
 			rc = fail(&u, E_FAILEDTOPARSE, "Modifiers operate on fields but we found type %s instead. For example: {$mod: {<field>: ...}} not {%s: %s}",
 			          sim_type_name(bson_iter_type(&op)), name, sim_type_name(bson_iter_type(&op)));
@@ -865,17 +906,33 @@ int sim_update_apply(const bson_t *pre, const bson_t *upd, bool v1, bool upsert_
 			}
 		}
 	}
+	/* 5.0+: fields are processed in lexicographic order of their paths
+	 * (numeric components in numeric order), whatever the operator order
+	 * ("Behavior" of every update operator page; update_object_node.cpp) */
+	struct item_sort *items = NULL;
+	size_t nitems = 0;
 	bson_iter_init(&op, upd);
 	while (!rc && bson_iter_next(&op)) {
-		const char *name = bson_iter_key(&op);
 		bson_iter_t f;
 		bson_iter_recurse(&op, &f);
-		while (!rc && bson_iter_next(&f)) {
+		while (bson_iter_next(&f)) {
+			items = realloc(items, (nitems + 1) * sizeof *items);
+			items[nitems].name = bson_iter_key(&op);
+			items[nitems].f = f;
+			items[nitems].seq = nitems;
+			nitems++;
+		}
+	}
+	qsort(items, nitems, sizeof *items, cmp_items);
+	for (size_t k = 0; k < nitems && !rc; k++) {
+		const char *name = items[k].name;
+		bson_iter_t f = items[k].f;
+		{
 			struct path p;
 			if (path_split(&p, bson_iter_key(&f))) {
 				rc = fail(&u, E_BADVALUE, "An empty update path is not valid.");
 				bson_free(p.buf);
-				break;
+				continue;
 			}
 			if (!strcmp(name, "$set")) rc = put(&u, &p, mn_from_iter(&f, ""));
 			else if (!strcmp(name, "$setOnInsert")) { if (upsert_insert) rc = put(&u, &p, mn_from_iter(&f, "")); }
@@ -896,6 +953,7 @@ int sim_update_apply(const bson_t *pre, const bson_t *upd, bool v1, bool upsert_
 			bson_free(p.buf);
 		}
 	}
+	free(items);
 	if (!rc) {
 		res->post = bson_new();
 		mn_children(res->post, u.root);

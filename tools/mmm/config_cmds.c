@@ -227,20 +227,45 @@ static int copy_indexes(mongoc_collection_t *from, mongoc_client_t *dst, const c
 	return rc;
 }
 
-/* Copies SNS (db.coll) of the source into DNS of the destination. */
-static int copy_collection(mongoc_client_t *src, mongoc_client_t *dst, const uint8_t src_id[16],
-    const char *sns, const char *dns)
+/* A cursor over FROM: a snapshot as of AT (readConcern "snapshot" with
+ * atClusterTime) when SNAPSHOT, else an ordinary read. */
+static mongoc_cursor_t *copy_cursor(mongoc_collection_t *from, uint64_t at, int snapshot)
 {
-	char sdb[LINK_NS_MAX], ddb[LINK_NS_MAX], marker[128];
+	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, rc;
+	mongoc_cursor_t *cur;
+
+	if (snapshot) {
+		BSON_APPEND_DOCUMENT_BEGIN(&opts, "readConcern", &rc);
+		BSON_APPEND_UTF8(&rc, "level", "snapshot");
+		BSON_APPEND_TIMESTAMP(&rc, "atClusterTime", JNL_TS_SEC(at), JNL_TS_INC(at));
+		bson_append_document_end(&opts, &rc);
+	}
+	BSON_APPEND_INT32(&opts, "batchSize", 1000);
+	cur = mongoc_collection_find_with_opts(from, &filter, &opts, NULL);
+	bson_destroy(&filter);
+	bson_destroy(&opts);
+	return cur;
+}
+
+/* Copies SNS (db.coll) of the source into DNS of the destination, as the
+ * source was at AT (the link's start_ts) when the server can read a snapshot
+ * there (replica sets of MongoDB 5.0 and later); otherwise as it is while the
+ * copy runs, which the journal replayed from AT brings to the same state
+ * (every replayed entry is idempotent: inserts upsert, updates rewrite the
+ * document, a missing document is left alone). */
+static int copy_collection(mongoc_client_t *src, mongoc_client_t *dst, const uint8_t src_id[16],
+    const char *sns, const char *dns, uint64_t at)
+{
+	char sdb[LINK_NS_MAX], ddb[LINK_NS_MAX], marker[128], ts[32];
 	const char *scoll, *dcoll;
 	mongoc_collection_t *from, *to;
 	mongoc_cursor_t *cur;
 	const bson_t *doc;
-	bson_t *batch[1000], filter = BSON_INITIALIZER;
+	bson_t *batch[1000];
 	bson_error_t err;
 	size_t n = 0;
 	int64_t total, done = 0;
-	int rc = 0, tty = isatty(2);
+	int rc, tty = isatty(2), snapshot = 1;
 
 	split_ns(sns, sdb, sizeof sdb, &scoll);
 	split_ns(dns, ddb, sizeof ddb, &dcoll);
@@ -248,8 +273,11 @@ static int copy_collection(mongoc_client_t *src, mongoc_client_t *dst, const uin
 	from = mongoc_client_get_collection(src, sdb, scoll);
 	to = mongoc_client_get_collection(dst, ddb, dcoll);
 	total = mongoc_collection_estimated_document_count(from, NULL, NULL, NULL, NULL);
-	rc = copy_indexes(from, dst, ddb, dcoll);
-	cur = mongoc_collection_find_with_opts(from, &filter, NULL, NULL);
+	memset(&err, 0, sizeof err);
+	if ((rc = copy_indexes(from, dst, ddb, dcoll)) != 0)
+		goto out;
+again:
+	cur = copy_cursor(from, at, snapshot);
 	while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
 		batch[n++] = bson_copy(doc);
 		if (n == 1000) {
@@ -262,8 +290,26 @@ static int copy_collection(mongoc_client_t *src, mongoc_client_t *dst, const uin
 				fprintf(stderr, "\rcopying %s: %lld/%lld documents", sns, (long long)done, (long long)total);
 		}
 	}
-	if (rc == 0 && mongoc_cursor_error(cur, &err))
+	if (rc == 0 && mongoc_cursor_error(cur, &err)) {
+		mongoc_cursor_destroy(cur);
+		for (size_t i = 0; i < n; i++)
+			bson_destroy(batch[i]);
+		n = 0;
+		if (snapshot) {
+			/* no snapshot at AT here (standalone, < 5.0, or the copy outlived the
+			 * server's snapshot history): copy again from the live collection */
+			if (tty)
+				fprintf(stderr, "\r\033[K");
+			log_info("no snapshot of %s at %s on the source (%s): copying the live collection; the journal "
+			    "from %s on makes up for it", sns, jnl_ts_str(at, ts, sizeof ts), err.message, ts);
+			snapshot = 0;
+			done = 0;
+			goto again;
+		}
 		rc = MMM_ESERVER;
+	} else {
+		mongoc_cursor_destroy(cur);
+	}
 	if (rc == 0 && n)
 		rc = copy_batch(dst, to, marker, src_id, batch, n, &err);
 	done += (int64_t)n;
@@ -275,10 +321,9 @@ static int copy_collection(mongoc_client_t *src, mongoc_client_t *dst, const uin
 		log_warnx("copy of %s into %s failed after %lld documents: %s", sns, dns, (long long)done, err.message);
 	else
 		log_info("copied %lld documents of %s into %s", (long long)done, sns, dns);
-	mongoc_cursor_destroy(cur);
+out:
 	mongoc_collection_destroy(from);
 	mongoc_collection_destroy(to);
-	bson_destroy(&filter);
 	return rc ? 1 : 0;
 }
 
@@ -292,7 +337,7 @@ static int copy_existing(mongoc_client_t *src, mongoc_client_t *dst, const struc
 	int rc = 0;
 
 	if (strcmp(strchr(l->src_ns, '.') + 1, "*") != 0)
-		return copy_collection(src, dst, l->src, l->src_ns, l->dst_ns);
+		return copy_collection(src, dst, l->src, l->src_ns, l->dst_ns, l->start_ts);
 	split_ns(l->src_ns, db, sizeof db, &coll);
 	d = mongoc_client_get_database(src, db);
 	names = mongoc_database_get_collection_names_with_opts(d, NULL, &err);
@@ -308,7 +353,7 @@ static int copy_existing(mongoc_client_t *src, mongoc_client_t *dst, const struc
 		snprintf(sns, sizeof sns, "%s.%s", db, names[i]);
 		if (!link_map_ns(l, sns, dns, sizeof dns))
 			continue;
-		rc = copy_collection(src, dst, l->src, sns, dns);
+		rc = copy_collection(src, dst, l->src, sns, dns, l->start_ts);
 	}
 	bson_strfreev(names);
 	return rc;

@@ -39,7 +39,21 @@ def main():
                          capture=["server_a"], apply=["server_b"])
         rc, out, err = mmm(cfg, "replicate", "--src=server_a/test.s", "--dst=server_b/test.s")
         ck.eq(rc, 0, "replicate")
+        # apply before anything was captured: the link waits for its source
+        app = env.daemon([APPLY, "-c", cfg], "apply0.log")
+        ck.check(wait_for(lambda: link(status(cfg)) is not None, 30, 0.1), "waiting link listed")
+        ck.eq(link(status(cfg))["state"], "waiting", "link state before its source is journaled")
+        ck.eq(app.term(), 0, "mmm-apply stops")
+        # capture while apply is down: the lag of a link that never applied anything shows
         cap = env.daemon([CAPTURE, "-c", cfg], "capture.log")
+        ck.check(wait_for(lambda: source(status(cfg), "server_a") is not None, 30, 0.05), "capture started")
+        for i in range(15):
+            ca.test.s.insert_one({"_id": "early%d" % i})
+            time.sleep(0.1)
+        want = ca.local.oplog.rs.find_one({}, sort=[("$natural", -1)])["ts"]
+        ck.check(wait_for(lambda: _journaled(cfg, want), 10, 0.05), "early writes journaled")
+        ck.check(link(status(cfg))["lag_s"] >= 1.0, "lag of a link that applied nothing yet: %r" % link(status(cfg)))
+        ca.test.s.delete_many({})
         app = env.daemon([APPLY, "-c", cfg], "apply.log")
         ca.test.s.insert_many([{"_id": i} for i in range(100)])
         ck.check(wait_for(lambda: cb.test.s.count_documents({}) == 100, 60, 0.1), "replicated")

@@ -97,14 +97,39 @@ static int collect_link(void *arg, const char *key, const bson_t *doc)
 	return 0;
 }
 
-/* Lag of a link right now: how far the applied position trails the newest journaled write. */
-static double link_lag(const struct link_row *l, const struct jnl_source *srcs, size_t n)
+/* Wall time (ms) of the first entry of SRC after TS in the journal, 0 when none. */
+static int64_t first_wall_after(struct jnl *j, const uint8_t src[16], uint64_t ts)
+{
+	struct jnl_reader *r;
+	struct jnl_entry e;
+	int64_t wall = 0;
+
+	if (jnl_reader_open(j, src, ts + 1, &r) != 0)
+		return 0;
+	if (jnl_reader_next(r, &e) == 0) {
+		bson_t doc;
+		bson_iter_t it;
+		if (bson_init_static(&doc, e.bson, e.len) && bson_iter_init_find(&it, &doc, "wall") &&
+		    BSON_ITER_HOLDS_DATE_TIME(&it))
+			wall = bson_iter_date_time(&it);
+	}
+	jnl_reader_free(r);
+	return wall;
+}
+
+/* Lag of a link right now: how far the applied position trails the newest
+ * journaled write, by their wall times.  Before anything was applied, the
+ * first entry still to apply stands for the applied position. */
+static double link_lag(struct jnl *j, const struct link_row *l, const struct jnl_source *srcs, size_t n)
 {
 	for (size_t i = 0; i < n; i++)
 		if (memcmp(srcs[i].uuid, l->src_uuid, 16) == 0) {
-			if (srcs[i].last_ts <= l->applied_ts || !srcs[i].last_wall || !l->applied_wall)
+			int64_t from = l->applied_wall;
+			if (srcs[i].last_ts <= l->applied_ts || !srcs[i].last_wall)
 				return 0;
-			double lag = (double)(srcs[i].last_wall - l->applied_wall) / 1000.0;
+			if (!from && (from = first_wall_after(j, l->src_uuid, l->applied_ts)) == 0)
+				return 0;
+			double lag = (double)(srcs[i].last_wall - from) / 1000.0;
 			return lag > 0 ? lag : 0;
 		}
 	return 0;
@@ -201,7 +226,7 @@ int cmd_status(struct mmm *m)
 		printf("links\n");
 	for (size_t i = 0; i < links.n; i++) {
 		struct link_row *l = &links.v[i];
-		double lag = link_lag(l, srcs, n);
+		double lag = link_lag(j, l, srcs, n);
 		int stale = strcmp(l->state, "running") == 0 && now - l->updated > STALE_MS;
 		if (m->o->json) {
 			printf("%s{\"src\":", i ? "," : "");

@@ -104,6 +104,8 @@ def main():
                 ck.eq(out, "", "%s: clear-config clears nothing when a server is down" % label)
                 bad(dead, ["verify"], 1, unreach, "%s: verify" % label)
                 bad(dead, ["dump-config"], 1, unreach, "%s: dump-config" % label)
+                rc, out, err = mmm(dead, "verify", "--link", "server_a/test.foo=server_a/test.copy")
+                ck.eq((rc, err), (0, ""), "%s: verify of links not involving the down server" % label)
             bad(pw, ["verify"], 1, r"cannot reach 'server_b' \(mongodb://u:\*\*\*@127", "password redacted in errors")
             # status without a journal
             bad(cfg, ["status"], 1, r"unable to open journal .*no journal yet", "status without a journal")

@@ -354,11 +354,16 @@ int cmd_verify(struct mmm *m)
 		if ((rc = add_check(&given, &ngiven, &c)) != 0)
 			goto out;
 	}
-	for (size_t i = 0; i < cfg->nservers; i++)
-		if ((clients[i] = mmm_connect(&cfg->servers[i])) == NULL) {
+	/* the servers of the given links, or every server (whose links are read) */
+	for (size_t i = 0; i < cfg->nservers; i++) {
+		int needed = ngiven == 0;
+		for (size_t k = 0; k < ngiven && !needed; k++)
+			needed = given[k].a.srv == &cfg->servers[i] || given[k].b.srv == &cfg->servers[i];
+		if (needed && (clients[i] = mmm_connect(&cfg->servers[i])) == NULL) {
 			rc = 1;
 			goto out;
 		}
+	}
 	if (ngiven == 0) {
 		/* every link stored on every server */
 		for (size_t i = 0; i < cfg->nservers; i++) {

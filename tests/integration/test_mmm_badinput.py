@@ -25,7 +25,7 @@ def snapshot(clients):
 def main():
     silent = socket.socket()          # accepts connections (backlog) and never answers
     silent.bind(("127.0.0.1", 0))
-    silent.listen(16)
+    silent.listen(128)
     closed = socket.socket()          # a port nobody listens on
     closed.bind(("127.0.0.1", 0))
     closed_port = closed.getsockname()[1]

@@ -3147,6 +3147,12 @@ void sim_run_command(struct sim_conn *conn, bson_t *cmd, const char *db, bson_t 
 		if (rc == SIM_WAIT) rc = err(&x, E_WRITECONFLICT, "write conflict");
 	}
 	if (rc) {
+		/* 4.4+ servers label the errors a driver may retry a write after
+		 * (mongo/db/error_labels.cpp: isRetryableWriteError) */
+		bool retry_code = rc == E_NOTWRITABLEPRIMARY || rc == 13435 || rc == E_INTERRUPTEDREPL || rc == 11600 ||
+		                  rc == 189 || rc == 91 || rc == 7 || rc == 6 || rc == 89 || rc == 9001 || rc == 262;
+		bool txn_end = !strcmp(x.name, "commitTransaction") || !strcmp(x.name, "abortTransaction");
+		if (retry_code && !x.label && ((x.retryable && !x.in_txn) || txn_end)) x.label = "RetryableWriteError";
 		if (x.in_txn && x.txn && x.txn->active && strcmp(x.name, "abortTransaction")) {
 			txn_abort(x.txn);
 			if (rc == E_WRITECONFLICT || rc == E_NOTWRITABLEPRIMARY) x.label = "TransientTransactionError";

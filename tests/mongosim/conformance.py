@@ -530,6 +530,17 @@ def test_faults(s, c):
         ck.check(False, "write during step-down must fail")
     except (errors.NotMasterError, errors.ServerSelectionTimeoutError, errors.AutoReconnect) as ex:
         ck.check(True, str(ex))
+    # a retryable write's error carries the RetryableWriteError label
+    direct = pymongo.MongoClient("mongodb://127.0.0.1:%d/?directConnection=true" % s.port, retryWrites=False)
+    try:
+        with direct.start_session() as ses:
+            direct.fl.command(SON([("insert", "c"), ("documents", [{"_id": 9}]), ("txnNumber", Int64(1))]), session=ses)
+        ck.check(False, "retryable write during step-down must fail")
+    except (errors.OperationFailure, errors.NotMasterError) as ex:
+        ck.eq((ex.details or {}).get("code"), 10107, "NotWritablePrimary")
+        ck.eq((ex.details or {}).get("codeName"), "NotWritablePrimary", "codeName")
+        ck.eq((ex.details or {}).get("errorLabels"), ["RetryableWriteError"], "RetryableWriteError label")
+    direct.close()
     ok = wait_for(lambda: _try_insert(c, {"_id": 4}), timeout=8)
     ck.check(ok, "writes resume after step-down")
     ck.eq(c.admin.command("replSetGetStatus")["term"], term0 + 1, "term bumped")

@@ -1,6 +1,8 @@
 """Two sites without a live link (issue 6, acceptance 3).  Site A runs
 `mmm run` with its own journal, capturing server_a and applying into
-server_a only; site B the same for server_b.  Segments go both ways by file:
+server_a only; site B the same for server_b.  Each site's config gives the
+other site's master an address nobody answers at, so no process of a site
+can reach the other master.  Segments go both ways by file:
 `mmm-journal ship` at one site, `mmm-journal receive` at the other.  After
 each round of writes on both masters, `mmm verify` (a third config naming
 both servers, only to compare) passes.  One round loses A's segment in
@@ -11,6 +13,7 @@ range mends it.
 import os
 import re
 import shutil
+import socket
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -78,8 +81,18 @@ def main():
     with Env("twosite") as env:
         sa, sb = env.sim("a"), env.sim("b")
         both = {"server_a": (ID_A, sa.uri), "server_b": (ID_B, sb.uri)}
-        cfg_a = env.config("site_a.yml", both, journal="journal_a", capture=["server_a"], apply=["server_a"])
-        cfg_b = env.config("site_b.yml", both, journal="journal_b", capture=["server_b"], apply=["server_b"])
+        # each site's config names the other master at an address that answers
+        # nothing: no process of a site can reach the other site's server
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        nowhere = s.getsockname()[1]
+        s.close()
+        far_a = "mongodb://127.0.0.1:%d/?replicaSet=a" % nowhere
+        far_b = "mongodb://127.0.0.1:%d/?replicaSet=b" % nowhere
+        cfg_a = env.config("site_a.yml", {"server_a": (ID_A, sa.uri), "server_b": (ID_B, far_b)},
+                           journal="journal_a", capture=["server_a"], apply=["server_a"])
+        cfg_b = env.config("site_b.yml", {"server_a": (ID_A, far_a), "server_b": (ID_B, sb.uri)},
+                           journal="journal_b", capture=["server_b"], apply=["server_b"])
         cfg_v = env.config("verify.yml", both, journal="unused")
         transit = env.path("transit")
         os.mkdir(transit)
@@ -91,11 +104,14 @@ def main():
         # each site's capture has started before the links exist
         ck.check(wait_for(lambda: journal_last(cfg_a, "server_a") > (0, 0) and
                           journal_last(cfg_b, "server_b") > (0, 0), 30, 0.1), "both captures started")
-        # each link is stored by its own site, on its own master
-        rc, out, err = mmm(cfg_b, "replicate", "--src=server_a/test.x", "--dst=server_b/test.x")
-        ck.eq((rc, err), (0, ""), "replicate at site B")
-        rc, out, err = mmm(cfg_a, "replicate", "--src=server_b/test.x", "--dst=server_a/test.x")
-        ck.eq((rc, err), (0, ""), "replicate at site A")
+        # each link is stored by its own site, on its own master; the source is
+        # out of reach, so the link starts with what the site's journal receives
+        for cfg, src, dst in ((cfg_b, "server_a", "server_b"), (cfg_a, "server_b", "server_a")):
+            rc, out, err = mmm(cfg, "replicate", "--src=%s/test.x" % src, "--dst=%s/test.x" % dst)
+            ck.eq(rc, 0, "replicate at %s's site" % dst)
+            ck.check(err.startswith("mmm: cannot reach '%s' (" % src) and err.count("\n") == 1 and
+                     err.endswith(": the link starts at the first entry the journal will hold\n"),
+                     "replicate at %s's site says, in one line, where the link starts: %r" % (dst, err))
         ck.check(not os.path.exists(env.path("unused")), "verify's config has no journal")
 
         ids_a, ids_b = [], []

@@ -36,7 +36,7 @@ void mmm_quiet_mongoc(void)
 	mongoc_log_set_handler(silent_log, NULL);
 }
 
-mongoc_client_t *mmm_connect(const struct cfg_server *srv)
+mongoc_client_t *mmm_try_connect(const struct cfg_server *srv, char *why, size_t len)
 {
 	bson_error_t err;
 	mongoc_uri_t *uri;
@@ -44,7 +44,7 @@ mongoc_client_t *mmm_connect(const struct cfg_server *srv)
 	bson_t ping = BSON_INITIALIZER;
 
 	if ((uri = mongoc_uri_new_with_error(srv->uri, &err)) == NULL) {
-		log_warnx("bad uri for '%s': %s", srv->name, err.message);
+		snprintf(why, len, "bad uri for '%s': %s", srv->name, err.message);
 		return NULL;
 	}
 	mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 3000);
@@ -54,17 +54,26 @@ mongoc_client_t *mmm_connect(const struct cfg_server *srv)
 	c = mongoc_client_new_from_uri_with_error(uri, &err);
 	mongoc_uri_destroy(uri);
 	if (c == NULL) {
-		log_warnx("cannot reach '%s' (%s): %s", srv->name, srv->uri_redacted, err.message);
+		snprintf(why, len, "cannot reach '%s' (%s): %s", srv->name, srv->uri_redacted, err.message);
 		return NULL;
 	}
 	mongoc_client_set_error_api(c, MONGOC_ERROR_API_VERSION_2);
 	BSON_APPEND_INT32(&ping, "ping", 1);
 	if (!mongoc_client_command_simple(c, "admin", &ping, NULL, NULL, &err)) {
-		log_warnx("cannot reach '%s' (%s): %s", srv->name, srv->uri_redacted, err.message);
+		snprintf(why, len, "cannot reach '%s' (%s): %s", srv->name, srv->uri_redacted, err.message);
 		mongoc_client_destroy(c);
 		c = NULL;
 	}
 	bson_destroy(&ping);
+	return c;
+}
+
+mongoc_client_t *mmm_connect(const struct cfg_server *srv)
+{
+	char why[1024];
+	mongoc_client_t *c = mmm_try_connect(srv, why, sizeof why);
+	if (c == NULL)
+		log_warnx("%s", why);
 	return c;
 }
 

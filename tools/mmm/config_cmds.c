@@ -431,6 +431,7 @@ int cmd_replicate(struct mmm *m)
 	mongoc_client_t *sc = NULL, *dc = NULL;
 	bson_error_t err;
 	uint64_t had_ts = 0;
+	char why[1024];
 	int rc, had = 0;
 
 	memset(&l, 0, sizeof l);
@@ -462,13 +463,14 @@ int cmd_replicate(struct mmm *m)
 	if ((rc = existing_start(dc, dst, &l, &had, &had_ts)) != 0)
 		goto out;
 	/* Replication of a new link starts now: at the source's newest entry. */
-	if ((sc = mmm_connect(src)) != NULL) {
+	if ((sc = mmm_try_connect(src, why, sizeof why)) != NULL) {
 		if ((l.start_ts = newest_ts(sc)) == 0) {
 			log_warnx("cannot read the oplog of '%s' (local.oplog.rs): is it a replica set member?", src->name);
 			rc = 1;
 			goto out;
 		}
 	} else if (o->copy_existing) {
+		log_warnx("%s", why);
 		rc = 1;
 		goto out;
 	} else if (!had) {
@@ -479,7 +481,7 @@ int cmd_replicate(struct mmm *m)
 				l.start_ts = js.last_ts;
 			jnl_close(j);
 		}
-		log_warnx("source '%s' is not reachable: the link starts %s", src->name,
+		log_warnx("%s: the link starts %s", why,
 		    l.start_ts ? "where this site's journal ends" : "at the first entry the journal will hold");
 	}
 	/* An existing link keeps where it started (moving it on would skip what

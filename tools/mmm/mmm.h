@@ -42,6 +42,8 @@ void mmm_quiet_mongoc(void);
 /* A client for SRV that gives up within ~3 s; NULL after logging a one-line
  * error naming the server ("cannot reach 'server_a' (URI): reason"). */
 mongoc_client_t *mmm_connect(const struct cfg_server *srv);
+/* The same without logging: NULL with the one-line reason in WHY. */
+mongoc_client_t *mmm_try_connect(const struct cfg_server *srv, char *why, size_t len);
 /* Parses "SERVER/NS": 0, or logs and returns 2. */
 int mmm_parse_target(const struct cfg *cfg, const char *arg, const char *what,
     const struct cfg_server **srv, char *ns, size_t nslen);

@@ -41,8 +41,8 @@ def main():
         ck.eq(rc, 0, "replicate")
         # apply before anything was captured: the link waits for its source
         app = env.daemon([APPLY, "-c", cfg], "apply0.log")
-        ck.check(wait_for(lambda: link(status(cfg)) is not None, 30, 0.1), "waiting link listed")
-        ck.eq(link(status(cfg))["state"], "waiting", "link state before its source is journaled")
+        ck.check(wait_for(lambda: (link(status(cfg)) or {}).get("state") == "waiting", 30, 0.1),
+                 "link listed as waiting before its source is journaled: %r" % status(cfg))
         ck.eq(app.term(), 0, "mmm-apply stops")
         # capture while apply is down: the lag of a link that never applied anything shows
         cap = env.daemon([CAPTURE, "-c", cfg], "capture.log")

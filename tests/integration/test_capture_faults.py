@@ -29,6 +29,15 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from simlib import Sim, Checker, wait_for  # noqa: E402
+import simlib  # noqa: E402
+
+# mongosim is the fixture, not what is tested here: under `make asan` use the
+# plain build when there is one (MMM_CAPTURE_SIM=same keeps MMM_BIN's).  The
+# sanitized mongosim aborts on modifier updates (UBSan, tests/mongosim/update.c
+# item_sort), which is mongosim's own test's business.
+_PLAIN_SIM = os.path.join(simlib.ROOT, "build", "bin", "mongosim")
+if os.environ.get("MMM_CAPTURE_SIM") != "same" and os.access(_PLAIN_SIM, os.X_OK):
+    simlib.MONGOSIM = _PLAIN_SIM
 
 import bson  # noqa: E402
 from bson.codec_options import CodecOptions  # noqa: E402

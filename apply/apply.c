@@ -88,6 +88,10 @@ struct docstate {
 	int touched;           /* ops changed it: write it */
 	bson_t *doc;
 	size_t order;          /* last touch, for the order of writes */
+	int have;              /* second pass: the state is known (fetched or decided by an op) */
+	char first;            /* kind of the first op of the batch on it */
+	bson_t **pend;         /* updates sent as they are ($set/$unset), while the state is unknown */
+	size_t npend, cappend;
 };
 
 struct docset {
@@ -108,6 +112,7 @@ static void docset_clear(struct docset *s)
 		bson_destroy(s->d[i].id);
 		if (s->d[i].doc)
 			bson_destroy(s->d[i].doc);
+		free(s->d[i].pend);   /* borrowed from the ops */
 	}
 	s->n = 0;
 	if (s->slots)
@@ -202,6 +207,8 @@ struct pair {
 	int my_gen;
 	mongoc_client_t *client;
 	mongoc_client_session_t *sess; /* every transaction of the pair runs on it */
+	int upserts;                   /* write inserts as upserts (after a duplicate key) */
+	bson_t *noval, *upsert_noval;  /* bulk options: {validate: false}, {upsert, validate: false} */
 	bson_t *lsid;                  /* its lsid, recorded in the status */
 	bson_t *old_lsid;              /* the previous process's, killed at start */
 	uint64_t ckpt_ts;              /* the destination holds everything up to here */
@@ -520,6 +527,7 @@ static int prefetch(struct pair *p, mongoc_client_session_t *s, bson_error_t *er
 			bson_iter_init_find(&it, d->id, "_id");
 			bson_append_iter(&in, k, -1, &it);
 			d->known = 1;          /* absent unless the query returns it */
+			d->have = 1;
 			d->present = 0;
 		}
 		bson_append_array_end(&sub, &in);
@@ -571,13 +579,35 @@ static int simulate(struct pair *p, size_t from, size_t to, int fetch_pass, char
 		if ((d = docset_get(ds, op->ns, op->id, 1)) == NULL)
 			return ENOMEM;
 		if (fetch_pass) {
-			if (!d->known && !d->need_fetch && op->kind == 'u')
-				d->need_fetch = 1;
-			else if (!d->need_fetch)
+			if (!d->known && !d->need_fetch && op->kind == 'u') {
+				if (op->mods == NULL)
+					d->need_fetch = 1;   /* else sent as it is (pass 2) */
+			} else if (!d->need_fetch && op->kind != 'u') {
 				d->known = 1;      /* an insert, replacement or delete decides it */
+			}
 			continue;
 		}
 		d->order = i;
+		if (d->first == 0)
+			d->first = op->kind;
+		if (op->kind == 'u' && !d->have) {
+			/* nothing known of the document: send the update itself */
+			if (d->npend == d->cappend) {
+				size_t cap = d->cappend ? d->cappend * 2 : 4;
+				bson_t **np = realloc(d->pend, cap * sizeof *np);
+				if (np == NULL)
+					return ENOMEM;
+				d->pend = np;
+				d->cappend = cap;
+			}
+			if (!bson_empty(op->mods))
+				d->pend[d->npend++] = op->mods;
+			continue;
+		}
+		if (op->kind != 'u') {
+			d->have = 1;
+			d->npend = 0;      /* superseded */
+		}
 		switch (op->kind) {
 		case 'i':
 		case 'r': {
@@ -629,16 +659,39 @@ static int simulate(struct pair *p, size_t from, size_t to, int fetch_pass, char
 	return 0;
 }
 
+/* How a document is written: 0 removed, 1 replaced (upsert), 2 updated,
+ * 3 inserted (its first op in the batch was an insert: it is new, unless
+ * the destination diverged — then the insert fails with a duplicate key and
+ * flush_batch() retries the batch with upserts), 4 nothing (inserted and
+ * deleted within the batch). */
+static int write_kind(const struct pair *p, const struct docstate *d)
+{
+	if (!d->touched)
+		return 2;
+	if (d->first == 'i' && !p->upserts)
+		return d->present ? 3 : 4;
+	return d->present ? 1 : 0;
+}
+
+static const struct pair *sort_pair;
+
+/* Writes go by namespace, then removes, replacements, updates (so that
+ * mongoc sends few commands); documents are independent, and when a
+ * reordering trips a unique index, flush_batch() retries entry by entry in
+ * source order. */
 static int cmp_order(const void *a, const void *b)
 {
 	const struct docstate *x = *(const struct docstate *const *)a, *y = *(const struct docstate *const *)b;
 	int c = strcmp(x->ns, y->ns);
 	if (c)
 		return c;
+	if (write_kind(sort_pair, x) != write_kind(sort_pair, y))
+		return write_kind(sort_pair, x) - write_kind(sort_pair, y);
 	return x->order < y->order ? -1 : x->order > y->order;
 }
 
-/* Writes the final state of every touched document, one ordered bulk per namespace. */
+/* Writes the final state of every touched document (and the updates of
+ * documents whose state is unknown), one ordered bulk per namespace. */
 static int write_docs(struct pair *p, mongoc_client_session_t *s, bson_error_t *err, bson_t *reply)
 {
 	struct docset *ds = &p->docs;
@@ -650,8 +703,9 @@ static int write_docs(struct pair *p, mongoc_client_session_t *s, bson_error_t *
 	if (v == NULL)
 		return 0;
 	for (size_t i = 0; i < ds->n; i++)
-		if (ds->d[i].touched)
+		if (ds->d[i].touched || ds->d[i].npend)
 			v[n++] = &ds->d[i];
+	sort_pair = p;     /* (qsort has no argument; pairs only read it) */
 	qsort(v, n, sizeof *v, cmp_order);
 	for (size_t i = 0; i < n && ok;) {
 		char db[LINK_NS_MAX], coll[LINK_NS_MAX];
@@ -665,17 +719,25 @@ static int write_docs(struct pair *p, mongoc_client_session_t *s, bson_error_t *
 		BSON_APPEND_BOOL(&opts, "ordered", true);
 		mongoc_client_session_append(s, &opts, NULL);
 		bulk = mongoc_collection_create_bulk_operation_with_opts(c, &opts);
-		for (jx = i; jx < n && strcmp(v[jx]->ns, v[i]->ns) == 0; jx++) {
-			if (v[jx]->present) {
-				bson_t ro = BSON_INITIALIZER;
-				BSON_APPEND_BOOL(&ro, "upsert", true);
-				ok = mongoc_bulk_operation_replace_one_with_opts(bulk, v[jx]->id, v[jx]->doc, &ro, err);
-				bson_destroy(&ro);
-			} else {
-				ok = mongoc_bulk_operation_remove_one_with_opts(bulk, v[jx]->id, NULL, err);
-			}
-			if (!ok)
+		for (jx = i; jx < n && ok && strcmp(v[jx]->ns, v[i]->ns) == 0; jx++) {
+			struct docstate *d = v[jx];
+			switch (write_kind(p, d)) {
+			case 2:
+				for (size_t k = 0; k < d->npend && ok; k++)
+					ok = mongoc_bulk_operation_update_one_with_opts(bulk, d->id, d->pend[k], NULL, err);
 				break;
+			case 3:
+				ok = mongoc_bulk_operation_insert_with_opts(bulk, d->doc, p->noval, err);
+				break;
+			case 1:
+				ok = mongoc_bulk_operation_replace_one_with_opts(bulk, d->id, d->doc, p->upsert_noval, err);
+				break;
+			case 0:
+				ok = mongoc_bulk_operation_remove_one_with_opts(bulk, d->id, NULL, err);
+				break;
+			default:
+				break;
+			}
 		}
 		if (ok) {
 			bson_destroy(reply);
@@ -868,6 +930,19 @@ static int flush_batch(struct pair *p)
 			stop_pair(p, bad_ts, bad_ns, why);
 			return -1;
 		}
+		if (!p->upserts) {
+			/* perhaps a document the destination already has: upserts */
+			p->upserts = 1;
+			rc = run_txn(p, 0, p->batch.n, p->batch_last_ts, why, sizeof why, &bad_ts, &bad_ns);
+			if (rc == 0) {
+				p->upserts = 0;
+				break;
+			}
+			if (rc == 1) {
+				p->upserts = 0;
+				continue;
+			}
+		}
 		/* A permanent server error: find the entry, commit what precedes it. */
 		for (size_t i = 0; i < p->batch.n;) {
 			size_t jx = i;
@@ -879,13 +954,19 @@ static int flush_batch(struct pair *p)
 				if (rc == 1)
 					sleep_ms(100, p->app->stop);
 			} while (rc == 1 && !*p->app->stop);
+			if (rc != 0 && *p->app->stop) {
+				p->upserts = 0;
+				return -1;
+			}
 			if (rc != 0) {
+				p->upserts = 0;
 				stop_pair(p, ts, p->batch.ops[i].ns, why);
 				return -1;
 			}
 			p->ckpt_ts = ts;
 			i = jx;
 		}
+		p->upserts = 0;
 		break;   /* the failure did not come back entry by entry */
 	}
 	p->ckpt_ts = p->batch_last_ts;
@@ -1261,6 +1342,8 @@ static struct pair *dest_pair(struct dest *d, const uint8_t src[16], const char 
 	memcpy(p->src, src, 16);
 	snprintf(p->src_name, sizeof p->src_name, "%s", name);
 	p->state = "starting";
+	p->noval = BCON_NEW("validate", BCON_BOOL(false));
+	p->upsert_noval = BCON_NEW("upsert", BCON_BOOL(true), "validate", BCON_BOOL(false));
 	pthread_mutex_init(&p->mu, NULL);
 	pair_load_old_session(p);
 	p->my_gen = -1;
@@ -1352,6 +1435,8 @@ static void free_dest(struct dest *d)
 			bson_destroy(p->lsid);
 		if (p->old_lsid)
 			bson_destroy(p->old_lsid);
+		bson_destroy(p->noval);
+		bson_destroy(p->upsert_noval);
 		free(p->links);
 		free(p->my_links);
 		tr_list_free(&p->batch);

@@ -13,6 +13,8 @@ void tr_list_clear(struct tr_list *l)
 			bson_destroy(l->ops[i].id);
 		if (l->ops[i].o)
 			bson_destroy(l->ops[i].o);
+		if (l->ops[i].mods)
+			bson_destroy(l->ops[i].mods);
 	}
 	l->n = 0;
 }
@@ -151,8 +153,72 @@ int tr_crud(const bson_t *op, uint64_t ts, const struct app_link *links, size_t 
 		t->id = id;
 		t->o = opc[0] == 'd' ? NULL : bson_copy(&o);
 		t->ts = ts;
+		if (t->kind == 'u')
+			t->mods = tr_diff_mods(&o);
 	}
 	return 0;
+}
+
+/* ---- $v:2 diffs as paths --------------------------------------------------- */
+
+static int field_ok(const char *f)
+{
+	return f[0] != '\0' && f[0] != '$' && strchr(f, '.') == NULL;
+}
+
+static int diff_paths(bson_iter_t *diff, const char *prefix, bson_t *set, bson_t *unset, int *n)
+{
+	while (bson_iter_next(diff)) {
+		const char *k = bson_iter_key(diff);
+		char path[1024];
+		bson_iter_t sec;
+		if (!BSON_ITER_HOLDS_DOCUMENT(diff) || !bson_iter_recurse(diff, &sec))
+			return 0;
+		if (strcmp(k, "d") == 0 || strcmp(k, "u") == 0) {
+			while (bson_iter_next(&sec)) {
+				const char *f = bson_iter_key(&sec);
+				if (!field_ok(f) || snprintf(path, sizeof path, "%s%s", prefix, f) >= (int)sizeof path)
+					return 0;
+				if (k[0] == 'd')
+					BSON_APPEND_INT32(unset, path, 1);
+				else
+					bson_append_iter(set, path, -1, &sec);
+				(*n)++;
+			}
+		} else if (k[0] == 's' && field_ok(k + 1)) {
+			bson_iter_t first = sec;
+			if (bson_iter_next(&first) && strcmp(bson_iter_key(&first), "a") == 0)
+				return 0;      /* an array diff */
+			if (snprintf(path, sizeof path, "%s%s.", prefix, k + 1) >= (int)sizeof path)
+				return 0;
+			if (!diff_paths(&sec, path, set, unset, n))
+				return 0;
+		} else {
+			return 0;          /* i, b, or unknown */
+		}
+	}
+	return 1;
+}
+
+bson_t *tr_diff_mods(const bson_t *o)
+{
+	bson_iter_t it, diff;
+	bson_t set = BSON_INITIALIZER, unset = BSON_INITIALIZER, *out = NULL;
+	int n = 0;
+	if (!bson_iter_init_find(&it, o, "$v") || bson_iter_as_int64(&it) != 2 ||
+	    !bson_iter_init_find(&it, o, "diff") || !BSON_ITER_HOLDS_DOCUMENT(&it) || !bson_iter_recurse(&it, &diff))
+		goto done;
+	if (!diff_paths(&diff, "", &set, &unset, &n))
+		goto done;
+	out = bson_new();
+	if (!bson_empty(&set))
+		BSON_APPEND_DOCUMENT(out, "$set", &set);
+	if (!bson_empty(&unset))
+		BSON_APPEND_DOCUMENT(out, "$unset", &unset);
+done:
+	bson_destroy(&set);
+	bson_destroy(&unset);
+	return out;
 }
 
 /* ---- commands ------------------------------------------------------------ */

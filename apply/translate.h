@@ -22,6 +22,8 @@ struct tr_op {
 	bson_t *o;                 /* document ('i','r'), update ('u') or command ('c'); NULL for 'd' */
 	uint64_t ts;               /* source entry */
 	int ok_codes[4];           /* 'c': server codes that mean it is already done */
+	bson_t *mods;              /* 'u': the same update as {$set, $unset} of paths, when
+	                              that is exact (tr_diff_mods); else NULL */
 };
 
 struct tr_list {
@@ -61,6 +63,14 @@ void tr_cmds_free(struct tr_cmd *cmds, size_t n);
  * 0, or MMM_EUSAGE with a reason. */
 int tr_txn_cmd(const bson_t *op, uint64_t ts, const struct app_link *links, size_t nlinks, int own,
     struct tr_list *out, char *why, size_t len);
+
+/* When the $v:2 update O ({$v:2, diff}) only replaces fields that exist
+ * (`u`), deletes fields (`d`) and recurses into sub-documents (`s<field>`
+ * on a document), it is exactly {$set: {path: v}, $unset: {path: 1}} of
+ * dotted paths, which the server applies in place: returns that, else NULL
+ * (inserted fields `i` move to the end, array diffs have no path form).
+ * An empty diff gives an empty document. */
+bson_t *tr_diff_mods(const bson_t *o);
 
 /* The first key of an entry's `o` ("applyOps", "create", ...); "" if none. */
 const char *tr_command_name(const bson_t *entry);

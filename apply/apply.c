@@ -215,10 +215,18 @@ struct pair {
 	uint64_t consumed_ts;          /* read up to here */
 	int64_t consumed_wall;
 	struct chain chains[MAX_CHAINS];
-	struct tr_list batch;
+	struct tr_list batch;          /* being filled by the pair thread */
 	uint8_t batch_origin[16];
 	uint64_t batch_last_ts;
 	size_t batch_bytes;
+	uint64_t skip_ts;              /* entries up to here are on the destination (at start) */
+	/* the committer thread commits one batch while the pair thread reads the next */
+	pthread_t committer;
+	int cstarted, job, quit;
+	pthread_cond_t cv;
+	struct tr_list cbatch;         /* being committed */
+	uint8_t c_origin[16];
+	uint64_t c_last_ts, c_from;
 	struct docset docs;
 	const char *state;
 	char last_error[768];
@@ -458,12 +466,11 @@ static uint64_t resume_from(const struct pair *p, uint64_t ts)
 }
 
 static int upsert_marker(struct pair *p, mongoc_client_session_t *s, const uint8_t origin[16],
-    uint64_t ts, bson_error_t *err, bson_t *reply)
+    uint64_t ts, uint64_t from, bson_error_t *err, bson_t *reply)
 {
 	mongoc_collection_t *coll = mongoc_client_get_collection(p->client, "mmm", "checkpoints");
 	bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set, opts = BSON_INITIALIZER;
 	char id[128];
-	uint64_t from = resume_from(p, ts);
 	int ok;
 
 	oplog_marker_id(origin, p->src, "w0", id, sizeof id);
@@ -572,7 +579,7 @@ static int simulate(struct pair *p, size_t from, size_t to, int fetch_pass, char
 {
 	struct docset *ds = &p->docs;
 	for (size_t i = from; i < to; i++) {
-		struct tr_op *op = &p->batch.ops[i];
+		struct tr_op *op = &p->cbatch.ops[i];
 		struct docstate *d;
 		if (op->kind == 'c')
 			continue;
@@ -814,7 +821,7 @@ static int ddl_exec(struct pair *p, const uint8_t origin[16], uint64_t ts, const
 /* Commits ops [FROM, TO) of the batch with the checkpoint at CKPT_TS in one
  * transaction.  Returns 0, 1 for a transient failure (retry), or
  * MMM_ESERVER / MMM_EUSAGE for a permanent one (why filled). */
-static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, char *why, size_t whylen,
+static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, uint64_t resume, char *why, size_t whylen,
     uint64_t *bad_ts, const char **bad_ns)
 {
 	mongoc_client_session_t *s = NULL;
@@ -826,10 +833,10 @@ static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, cha
 	docset_clear(&p->docs);
 	/* a transaction's create/createIndexes: before it, idempotently */
 	for (size_t i = from; i < to; i++) {
-		struct tr_op *op = &p->batch.ops[i];
+		struct tr_op *op = &p->cbatch.ops[i];
 		if (op->kind != 'c')
 			continue;
-		rc = ddl_exec(p, p->batch_origin, op->ts, op->ns, op->o, op->ok_codes, why, whylen);
+		rc = ddl_exec(p, p->c_origin, op->ts, op->ns, op->o, op->ok_codes, why, whylen);
 		if (rc != 0) {
 			*bad_ts = op->ts;
 			*bad_ns = op->ns;
@@ -850,7 +857,7 @@ static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, cha
 		goto out;
 	}
 	bson_destroy(&reply);
-	ok = upsert_marker(p, s, p->batch_origin, ckpt_ts, &err, &reply);
+	ok = upsert_marker(p, s, p->c_origin, ckpt_ts, resume, &err, &reply);
 	if (ok) {
 		bson_destroy(&reply);
 		ok = prefetch(p, s, &err, &reply);
@@ -899,10 +906,25 @@ static void stop_pair(struct pair *p, uint64_t ts, const char *ns, const char *w
 	set_state(p, "stopped");
 }
 
-/* Commits the pending batch (retrying transient failures).  On a permanent
- * failure, retries entry by entry to name the one that fails, commits those
- * before it, and stops the pair.  Returns 0, or -1 when the pair stopped. */
-static int flush_batch(struct pair *p)
+/* Where a resume must start when the checkpoint is TS, an entry inside the
+ * batch being committed: before every transaction of the batch that
+ * started at or before TS and commits after it, and before the chains
+ * open when the batch was handed over (c_from). */
+static uint64_t entry_resume(const struct pair *p, uint64_t ts)
+{
+	uint64_t from = p->c_from < ts ? p->c_from : ts;
+	for (size_t i = 0; i < p->cbatch.n; i++) {
+		const struct tr_op *op = &p->cbatch.ops[i];
+		if (op->ts > ts && op->first_ts && op->first_ts <= ts && op->first_ts - 1 < from)
+			from = op->first_ts - 1;
+	}
+	return from;
+}
+
+/* Commits the handed-over batch (retrying transient failures).  On a
+ * permanent failure, retries entry by entry to name the one that fails,
+ * commits those before it, and stops the pair.  Committer thread. */
+static void commit_batch(struct pair *p)
 {
 	char why[512];
 	int backoff = 50;
@@ -910,12 +932,10 @@ static int flush_batch(struct pair *p)
 	const char *bad_ns = NULL;
 	int rc;
 
-	if (p->batch.n == 0)
-		return 0;
 	for (;;) {
 		if (*p->app->stop)
-			return -1;
-		rc = run_txn(p, 0, p->batch.n, p->batch_last_ts, why, sizeof why, &bad_ts, &bad_ns);
+			return;
+		rc = run_txn(p, 0, p->cbatch.n, p->c_last_ts, p->c_from, why, sizeof why, &bad_ts, &bad_ns);
 		if (rc == 0)
 			break;
 		if (rc == 1) {
@@ -928,12 +948,12 @@ static int flush_batch(struct pair *p)
 		}
 		if (rc == MMM_EUSAGE) {
 			stop_pair(p, bad_ts, bad_ns, why);
-			return -1;
+			return;
 		}
 		if (!p->upserts) {
 			/* perhaps a document the destination already has: upserts */
 			p->upserts = 1;
-			rc = run_txn(p, 0, p->batch.n, p->batch_last_ts, why, sizeof why, &bad_ts, &bad_ns);
+			rc = run_txn(p, 0, p->cbatch.n, p->c_last_ts, p->c_from, why, sizeof why, &bad_ts, &bad_ns);
 			if (rc == 0) {
 				p->upserts = 0;
 				break;
@@ -944,24 +964,21 @@ static int flush_batch(struct pair *p)
 			}
 		}
 		/* A permanent server error: find the entry, commit what precedes it. */
-		for (size_t i = 0; i < p->batch.n;) {
+		for (size_t i = 0; i < p->cbatch.n;) {
 			size_t jx = i;
-			uint64_t ts = p->batch.ops[i].ts;
-			while (jx < p->batch.n && p->batch.ops[jx].ts == ts)
+			uint64_t ts = p->cbatch.ops[i].ts;
+			while (jx < p->cbatch.n && p->cbatch.ops[jx].ts == ts)
 				jx++;
 			do {
-				rc = run_txn(p, i, jx, ts, why, sizeof why, &bad_ts, &bad_ns);
+				rc = run_txn(p, i, jx, ts, entry_resume(p, ts), why, sizeof why, &bad_ts, &bad_ns);
 				if (rc == 1)
 					sleep_ms(100, p->app->stop);
 			} while (rc == 1 && !*p->app->stop);
-			if (rc != 0 && *p->app->stop) {
-				p->upserts = 0;
-				return -1;
-			}
 			if (rc != 0) {
 				p->upserts = 0;
-				stop_pair(p, ts, p->batch.ops[i].ns, why);
-				return -1;
+				if (!*p->app->stop)
+					stop_pair(p, ts, p->cbatch.ops[i].ns, why);
+				return;
 			}
 			p->ckpt_ts = ts;
 			i = jx;
@@ -969,14 +986,64 @@ static int flush_batch(struct pair *p)
 		p->upserts = 0;
 		break;   /* the failure did not come back entry by entry */
 	}
-	p->ckpt_ts = p->batch_last_ts;
-	p->applied_entries += p->batch.n;
-	tr_list_clear(&p->batch);
-	p->batch_bytes = 0;
+	p->ckpt_ts = p->c_last_ts;
+	p->applied_entries += p->cbatch.n;
 	if (strcmp(p->state, "running") != 0) {
 		p->last_error[0] = '\0';
 		set_state(p, "running");
 	}
+}
+
+static void *committer_main(void *arg)
+{
+	struct pair *p = arg;
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		while (!p->job && !p->quit)
+			pthread_cond_wait(&p->cv, &p->mu);
+		if (!p->job)
+			break;
+		pthread_mutex_unlock(&p->mu);
+		commit_batch(p);
+		tr_list_clear(&p->cbatch);
+		pthread_mutex_lock(&p->mu);
+		p->job = 0;
+		pthread_cond_broadcast(&p->cv);
+	}
+	pthread_mutex_unlock(&p->mu);
+	return NULL;
+}
+
+/* Waits until the committer is idle: 0, or -1 when the pair stopped. */
+static int wait_idle(struct pair *p)
+{
+	pthread_mutex_lock(&p->mu);
+	while (p->job)
+		pthread_cond_wait(&p->cv, &p->mu);
+	pthread_mutex_unlock(&p->mu);
+	return p->failed ? -1 : 0;
+}
+
+/* Hands the pending batch to the committer (after the previous one is
+ * done).  Returns 0, or -1 when the pair stopped or apply is stopping. */
+static int flush_batch(struct pair *p)
+{
+	struct tr_list t;
+	if (p->batch.n == 0)
+		return p->failed ? -1 : 0;
+	if (wait_idle(p) != 0 || *p->app->stop)
+		return -1;
+	t = p->cbatch;
+	p->cbatch = p->batch;
+	p->batch = t;
+	memcpy(p->c_origin, p->batch_origin, 16);
+	p->c_last_ts = p->batch_last_ts;
+	p->c_from = resume_from(p, p->batch_last_ts);
+	p->batch_bytes = 0;
+	pthread_mutex_lock(&p->mu);
+	p->job = 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
 	return 0;
 }
 
@@ -990,7 +1057,7 @@ static int checkpoint_only(struct pair *p, const uint8_t origin[16], uint64_t ts
 		mongoc_client_session_t *s = pair_session(p, &err);
 		int ok = s && mongoc_client_session_start_transaction(s, NULL, &err);
 		if (ok) {
-			ok = upsert_marker(p, s, origin, ts, &err, &reply);
+			ok = upsert_marker(p, s, origin, ts, resume_from(p, ts), &err, &reply);
 			bson_destroy(&reply);
 		}
 		if (ok) {
@@ -1133,6 +1200,7 @@ static int route(struct pair *p, const struct jnl_entry *e)
 	char why[512];
 	int own, rc = 0;
 	const char *cmd;
+	uint64_t c_first = 0;
 
 	bson_init_static(&entry, e->bson, e->len);
 	if (oplog_info(&entry, &in) != 0) {
@@ -1145,7 +1213,7 @@ static int route(struct pair *p, const struct jnl_entry *e)
 	if (in.op == 'n')
 		goto consumed;
 	if (in.op != 'c') {
-		if (e->ts <= p->ckpt_ts)
+		if (e->ts <= p->skip_ts)
 			goto consumed;
 		rc = tr_crud(&entry, e->ts, p->my_links, p->my_nlinks, own, &ops, why, sizeof why);
 		if (rc == 0 && ops.n)
@@ -1165,14 +1233,18 @@ static int route(struct pair *p, const struct jnl_entry *e)
 		if (rc != 0 || partial || prepare)
 			goto done;        /* wait for the rest of the transaction */
 		if (c) {
+			c_first = c->first_ts;
 			tr_list_move(&c->ops, &ops);
 			tr_list_move(&ops, &c->ops);
 			chain_drop(c);
 		}
-		if (e->ts <= p->ckpt_ts) {
+		if (e->ts <= p->skip_ts) {
 			tr_list_clear(&ops);
 			goto consumed;
 		}
+		if (c)
+			for (size_t i = 0; i < ops.n; i++)
+				ops.ops[i].first_ts = c_first;
 		for (size_t i = 0; i < ops.n; i++)
 			ops.ops[i].ts = e->ts;        /* the transaction commits at its last entry */
 		if (ops.n)
@@ -1181,10 +1253,12 @@ static int route(struct pair *p, const struct jnl_entry *e)
 	}
 	if (strcmp(cmd, "commitTransaction") == 0 || strcmp(cmd, "abortTransaction") == 0) {
 		struct chain *c = in.has_txn ? chain_find(p, in.lsid, in.txn_number, 0, 0) : NULL;
-		if (c && strcmp(cmd, "commitTransaction") == 0 && e->ts > p->ckpt_ts) {
+		if (c && strcmp(cmd, "commitTransaction") == 0 && e->ts > p->skip_ts) {
 			tr_list_move(&ops, &c->ops);
-			for (size_t i = 0; i < ops.n; i++)
+			for (size_t i = 0; i < ops.n; i++) {
 				ops.ops[i].ts = e->ts;
+				ops.ops[i].first_ts = c->first_ts;
+			}
 			if (ops.n)
 				rc = batch_add(p, &ops, e->origin, e->len) ? -2 : 0;
 		}
@@ -1193,9 +1267,9 @@ static int route(struct pair *p, const struct jnl_entry *e)
 		goto done;
 	}
 	/* DDL: a barrier */
-	if (e->ts <= p->ckpt_ts)
+	if (e->ts <= p->skip_ts)
 		goto consumed;
-	if (flush_batch(p) != 0) {
+	if (flush_batch(p) != 0 || wait_idle(p) != 0) {
 		rc = -2;
 		goto done;
 	}
@@ -1223,6 +1297,8 @@ done:
 
 static void pair_reset(struct pair *p)
 {
+	wait_idle(p);
+	tr_list_clear(&p->cbatch);
 	for (int i = 0; i < MAX_CHAINS; i++)
 		if (p->chains[i].used)
 			chain_drop(&p->chains[i]);
@@ -1236,6 +1312,12 @@ static void *pair_main(void *arg)
 	struct app *app = p->app;
 	int backoff = 100;
 
+	if (pthread_create(&p->committer, NULL, committer_main, p) != 0) {
+		stop_pair(p, 0, "", "cannot start a thread");
+		p->done = 1;
+		return NULL;
+	}
+	p->cstarted = 1;
 	while (!*app->stop && !p->failed) {
 		struct jnl_reader *r = NULL;
 		struct jnl_source src;
@@ -1277,7 +1359,7 @@ static void *pair_main(void *arg)
 		} else {
 			from = from + 1 < p->ckpt_ts + 1 ? from + 1 : p->ckpt_ts + 1;
 		}
-		p->consumed_ts = p->ckpt_ts;
+		p->consumed_ts = p->skip_ts = p->ckpt_ts;
 		if ((rc = jnl_reader_open(app->j, p->src, from, &r)) != 0) {
 			stop_pair(p, from, "", mmm_strerror(rc));
 			break;
@@ -1302,6 +1384,7 @@ static void *pair_main(void *arg)
 			if (flush_batch(p) != 0)
 				break;
 			if (p->links_gen != p->my_gen) {
+				wait_idle(p);    /* (the committer reads the links in the status) */
 				pair_sync_links(p);
 				break;           /* new links may need an earlier start: re-read */
 			}
@@ -1315,10 +1398,16 @@ static void *pair_main(void *arg)
 		if (*app->stop && !p->failed)
 			flush_batch(p);
 	}
+	pair_reset(p);
+	pthread_mutex_lock(&p->mu);
+	p->quit = 1;
+	pthread_cond_broadcast(&p->cv);
+	pthread_mutex_unlock(&p->mu);
+	pthread_join(p->committer, NULL);
+	p->cstarted = 0;
 	if (!p->failed)
 		set_state(p, "stopped");
 	pair_status(p);
-	pair_reset(p);
 	p->done = 1;
 	return NULL;
 }
@@ -1345,6 +1434,7 @@ static struct pair *dest_pair(struct dest *d, const uint8_t src[16], const char 
 	p->noval = BCON_NEW("validate", BCON_BOOL(false));
 	p->upsert_noval = BCON_NEW("upsert", BCON_BOOL(true), "validate", BCON_BOOL(false));
 	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv, NULL);
 	pair_load_old_session(p);
 	p->my_gen = -1;
 	return p;
@@ -1440,6 +1530,8 @@ static void free_dest(struct dest *d)
 		free(p->links);
 		free(p->my_links);
 		tr_list_free(&p->batch);
+		tr_list_free(&p->cbatch);
+		pthread_cond_destroy(&p->cv);
 		docset_free(&p->docs);
 		pthread_mutex_destroy(&p->mu);
 		free(p);

@@ -21,6 +21,7 @@ struct tr_op {
 	bson_t *id;                /* {_id: value} (NULL for 'c') */
 	bson_t *o;                 /* document ('i','r'), update ('u') or command ('c'); NULL for 'd' */
 	uint64_t ts;               /* source entry */
+	uint64_t first_ts;         /* first entry of its transaction when that spans entries */
 	int ok_codes[4];           /* 'c': server codes that mean it is already done */
 	bson_t *mods;              /* 'u': the same update as {$set, $unset} of paths, when
 	                              that is exact (tr_diff_mods); else NULL */

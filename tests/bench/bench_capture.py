@@ -87,12 +87,29 @@ def tstr(t):
 
 def run_reference(uri, first, last):
     t0 = time.monotonic()
-    p = subprocess.run([os.path.join(BENCH_BIN, "capture_ref"), uri, tstr(first), tstr(last)],
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=600)
+    p = subprocess.Popen([os.path.join(BENCH_BIN, "capture_ref"), uri, tstr(first), tstr(last)],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = p.stderr.read()
+    _, status, ru = os.wait4(p.pid, 0)
     dt = time.monotonic() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    p.stderr.close()
     if p.returncode != 0:
-        raise Failed("capture_ref: %s" % p.stderr.decode(errors="replace").strip())
-    return dt
+        raise Failed("capture_ref: %s" % err.decode(errors="replace").strip())
+    return dt, ru.ru_utime + ru.ru_stime
+
+
+def cpu_of(pid):
+    """(user+system seconds of the process, {thread name+tid: seconds})."""
+    tick = os.sysconf("SC_CLK_TCK")
+    per = {}
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/stat" % (pid, tid)) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        per[tid] = (int(fields[11]) + int(fields[12])) / tick
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / tick, per
 
 
 def run_capture(cfg, jdir, first, last):
@@ -107,6 +124,7 @@ def run_capture(cfg, jdir, first, last):
     # VmHWM of the running program (ru_maxrss would count this script's
     # pages that the child shared between fork and exec).
     hwm = 0
+    cpu, per = cpu_of(cap.pid)
     with open("/proc/%d/status" % cap.pid) as f:
         for line in f:
             if line.startswith("VmHWM:"):
@@ -118,7 +136,7 @@ def run_capture(cfg, jdir, first, last):
     if not ok or cap.returncode != 0:
         raise Failed("mmm-capture (rc %s): %s" % (cap.returncode, err.decode(errors="replace").strip()))
     reached = float(out.split()[1])
-    return reached - t0, hwm
+    return reached - t0, hwm, cpu, sorted(per.values(), reverse=True)[:2]
 
 
 def lag_figure(tmp):
@@ -187,22 +205,28 @@ def main():
         n, size, first, last = make_dbpath(oplog, os.path.join(tmp, "db"))
         os.unlink(oplog)
         mb = size // (1024 * 1024) + 64
-        ref, cap, rss = [], [], []
+        ref, cap, rss, cpus, refcpu = [], [], [], [], []
         with Sim(["--oplog-size-mb", str(mb), "--noop-interval", "0"], dbpath=os.path.join(tmp, "db"),
                  faults=False) as s:
             cfg = os.path.join(tmp, "c.yml")
             jdir = os.path.join(tmp, "j")
             write_config(cfg, s.uri, jdir)
             for _ in range(RUNS):
-                ref.append(run_reference(s.uri, first, last))
-                dt, r = run_capture(cfg, jdir, first, last)
+                dt, rcpu = run_reference(s.uri, first, last)
+                ref.append(dt)
+                refcpu.append(rcpu)
+                dt, r, cpu, threads = run_capture(cfg, jdir, first, last)
                 cap.append(dt)
                 rss.append(r)
+                cpus.append((cpu, threads))
         br, bc = min(ref), min(cap)
         ratio = br / bc
         print("capture: %d entries (%.0f MB) journaled in %.3f s (%.0f entries/s); reference loop %.3f s "
               "(%.0f entries/s); best of %d" % (n, size / 1e6, bc, n / bc, br, n / br, RUNS))
         print("capture: rate ratio %.3f (target >= 0.8)%s" % (ratio, "" if ratio >= 0.8 else "  MISSED"))
+        cpu, threads = min(cpus)
+        print("capture: CPU %.2f s (busiest threads %s s) vs reference CPU %.2f s; load average %.2f on %d cores"
+              % (cpu, "/".join("%.2f" % t for t in threads), min(refcpu), os.getloadavg()[0], os.cpu_count()))
         peak = max(rss) / 1024.0
         print("capture: peak RSS %.1f MB (target <= 64 MB)%s" % (peak, "" if peak <= 64 else "  MISSED"))
         lmax, l50, rate = lag_figure(tmp)

@@ -19,6 +19,7 @@
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 1000
 #define STATUS_MS      1000
+#define RETRY_LOG_MS   60000   /* a persisting error is logged again after this */
 #define AWAIT_MS       50      /* getMore wait: bounds how long an idle block stays open */
 #define PIPE_DEPTH     8       /* batches queued between a source's reader and its writer */
 #define WARMUP_SECS    30      /* journal seconds re-read at start to recover open transactions */
@@ -931,6 +932,8 @@ static void *source_main(void *arg)
 	struct cap_source *cs = arg;
 	int backoff = BACKOFF_MIN_MS, rc;
 	struct jnl_source src;
+	char logged[sizeof cs->last_error] = "";
+	int64_t logged_at = 0;
 
 	if ((rc = pipe_start(&cs->pipe, cs->j, cs->srv->uuid)) != 0) {
 		journal_failed(cs, rc);
@@ -975,12 +978,20 @@ static void *source_main(void *arg)
 			break;
 		}
 		if (cs->last_error[0]) {
+			int64_t now = mono_ms();
+			if (progressed)
+				backoff = BACKOFF_MIN_MS;
 			set_state(cs, "connecting");
-			log_info("capture of '%s': %s; retrying in %d ms", cs->srv->name, cs->last_error, backoff);
+			/* One line per new error; a long outage repeats it once a minute. */
+			if (strcmp(cs->last_error, logged) != 0 || now - logged_at >= RETRY_LOG_MS) {
+				log_info("capture of '%s': %s; retrying in %d ms", cs->srv->name, cs->last_error, backoff);
+				snprintf(logged, sizeof logged, "%s", cs->last_error);
+				logged_at = now;
+			}
 			write_status(cs);
 			for (int waited = 0; waited < backoff && !*cs->stop; waited += 20)
 				usleep(20 * 1000);
-			backoff = progressed ? BACKOFF_MIN_MS : (backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2);
+			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 		} else {
 			backoff = BACKOFF_MIN_MS;
 		}

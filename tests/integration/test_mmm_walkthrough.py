@@ -5,9 +5,13 @@ byte for byte with the original's, except the URIs (ours are the configured
 ones, with the test's ports) and the prompt's echoed answer.
 """
 import os
+import pty
 import re
+import select
 import shutil
+import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mmmlib import Env, FIX, ID_A, MMM, mmm, wait_for  # noqa: E402
@@ -37,6 +41,39 @@ ORIG_DUMP_FULL = ("=== Server Config ===\n"
                   "     - test.foo <= server_a/test.foo\n"
                   "     - test.bar <= server_a/test.bar\n"
                   "\n")
+
+
+def on_terminal(argv, prompt, answer, timeout=60):
+    """Runs ARGV with stdin and stdout on a pty, answers ANSWER after PROMPT;
+    (exit status, what the terminal showed)."""
+    master, slave = pty.openpty()
+    p = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=subprocess.DEVNULL)
+    os.close(slave)
+    shown, answered = b"", False
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.5)
+        if not r:
+            if p.poll() is not None:
+                break
+            continue
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+        if not answered and shown.endswith(prompt):
+            os.write(master, answer)
+            answered = True
+    try:
+        rc = p.wait(max(1, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        p.kill()
+        rc = p.wait()
+    os.close(master)
+    return rc, shown.decode("utf-8", "replace")
 
 
 def main():
@@ -72,6 +109,13 @@ def main():
         ck.eq(out.replace("(yN) \n", "(yN) y\n", 1), ORIG_CLEAR, "clear-config output")
         ck.eq(err, "", "clear-config stderr")
         ck.eq(ca.mmm.links.count_documents({}), 0, "clear-config removed the old link")
+
+        # on a terminal the answer is echoed: exactly the original's lines
+        ca.mmm.links.insert_one({"_id": "old", "src_name": "server_b", "src_ns": "x.y", "dst_ns": "x.y"})
+        rc, shown = on_terminal([MMM, "-c", "test.yml", "clear-config"], b"(yN) ", b"y\n")
+        ck.eq(rc, 0, "clear-config on a terminal: exit")
+        ck.eq(shown.replace("\r\n", "\n"), ORIG_CLEAR, "clear-config on a terminal: output")
+        ck.eq(ca.mmm.links.count_documents({}), 0, "clear-config on a terminal removed the old link")
 
         # $ mmm -c test.yml dump-config
         rc, out, err = mmm("test.yml", "dump-config")

@@ -127,3 +127,11 @@ int mmm_select(const struct mmm *m, size_t *idx, size_t *n)
 	}
 	return 0;
 }
+
+char **mmm_collection_names(mongoc_database_t *db, bson_error_t *err)
+{
+	bson_t *opts = BCON_NEW("filter", "{", "type", BCON_UTF8("collection"), "}");
+	char **names = mongoc_database_get_collection_names_with_opts(db, opts, err);
+	bson_destroy(opts);
+	return names;
+}

@@ -340,7 +340,7 @@ static int copy_existing(mongoc_client_t *src, mongoc_client_t *dst, const struc
 		return copy_collection(src, dst, l->src, l->src_ns, l->dst_ns, l->start_ts);
 	split_ns(l->src_ns, db, sizeof db, &coll);
 	d = mongoc_client_get_database(src, db);
-	names = mongoc_database_get_collection_names_with_opts(d, NULL, &err);
+	names = mmm_collection_names(d, &err);
 	mongoc_database_destroy(d);
 	if (names == NULL) {
 		log_warnx("cannot list collections of '%s': %s", db, err.message);

@@ -44,6 +44,9 @@ void mmm_quiet_mongoc(void);
 mongoc_client_t *mmm_connect(const struct cfg_server *srv);
 /* The same without logging: NULL with the one-line reason in WHY. */
 mongoc_client_t *mmm_try_connect(const struct cfg_server *srv, char *why, size_t len);
+/* Names of the collections of DB (not views), NULL-terminated (bson_strfreev()),
+ * or NULL with ERR set. */
+char **mmm_collection_names(mongoc_database_t *db, bson_error_t *err);
 /* Parses "SERVER/NS": 0, or logs and returns 2. */
 int mmm_parse_target(const struct cfg *cfg, const char *arg, const char *what,
     const struct cfg_server **srv, char *ns, size_t nslen);

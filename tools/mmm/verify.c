@@ -303,7 +303,7 @@ static int expand(mongoc_client_t *ca, mongoc_client_t *cb, const struct check *
 		char **names;
 		split_ns(ns, db, sizeof db, &coll);
 		d = mongoc_client_get_database(cl[side], db);
-		names = mongoc_database_get_collection_names_with_opts(d, NULL, &err);
+		names = mmm_collection_names(d, &err);
 		mongoc_database_destroy(d);
 		if (names == NULL) {
 			log_warnx("cannot list collections of '%s' on '%s': %s", db, side ? c->b.srv->name : c->a.srv->name,

@@ -87,6 +87,7 @@ struct docstate {
 	int present;
 	int touched;           /* ops changed it: write it */
 	bson_t *doc;
+	int own_doc;           /* doc is ours (else borrowed from an op, like id) */
 	size_t order;          /* last touch, for the order of writes */
 	int have;              /* second pass: the state is known (fetched or decided by an op) */
 	char first;            /* kind of the first op of the batch on it */
@@ -109,8 +110,7 @@ static uint64_t doc_key(const char *ns, const bson_t *id)
 static void docset_clear(struct docset *s)
 {
 	for (size_t i = 0; i < s->n; i++) {
-		bson_destroy(s->d[i].id);
-		if (s->d[i].doc)
+		if (s->d[i].doc && s->d[i].own_doc)
 			bson_destroy(s->d[i].doc);
 		free(s->d[i].pend);   /* borrowed from the ops */
 	}
@@ -144,7 +144,16 @@ static int docset_rehash(struct docset *s, size_t nslots)
 	return 0;
 }
 
-/* Finds or adds the state of (NS, ID). */
+/* Sets the document state, freeing the previous one when it was ours. */
+static void ds_set_doc(struct docstate *d, bson_t *doc, int own)
+{
+	if (d->doc && d->own_doc)
+		bson_destroy(d->doc);
+	d->doc = doc;
+	d->own_doc = own;
+}
+
+/* Finds or adds the state of (NS, ID); ID is kept (not copied) when added. */
 static struct docstate *docset_get(struct docset *s, const char *ns, const bson_t *id, int add)
 {
 	uint64_t key = doc_key(ns, id);
@@ -171,8 +180,9 @@ static struct docstate *docset_get(struct docset *s, const char *ns, const bson_
 	}
 	d = &s->d[s->n];
 	memset(d, 0, sizeof *d);
-	snprintf(d->ns, sizeof d->ns, "%s", ns);
-	d->id = bson_copy(id);
+	memcpy(d->ns, ns, strnlen(ns, sizeof d->ns - 1) + 1);
+	d->ns[sizeof d->ns - 1] = '\0';
+	d->id = (bson_t *)id;      /* borrowed from the op, which outlives the docset */
 	d->key = key;
 	s->slots[h] = ++s->n;
 	return d;
@@ -555,7 +565,7 @@ static int prefetch(struct pair *p, mongoc_client_session_t *s, bson_error_t *er
 				bson_destroy(&id);
 				if (d) {
 					d->present = 1;
-					d->doc = bson_copy(doc);
+					ds_set_doc(d, bson_copy(doc), 1);
 				}
 			}
 			if (mongoc_cursor_error_document(cur, err, &doc)) {
@@ -619,23 +629,18 @@ static int simulate(struct pair *p, size_t from, size_t to, int fetch_pass, char
 		case 'i':
 		case 'r': {
 			bson_iter_t it;
-			bson_t *doc;
 			if (bson_iter_init_find(&it, op->o, "_id")) {
-				doc = bson_copy(op->o);
+				ds_set_doc(d, op->o, 0);
 			} else {   /* a replacement without _id keeps the document's */
-				doc = bson_copy(op->id);
+				bson_t *doc = bson_copy(op->id);
 				bson_concat(doc, op->o);
+				ds_set_doc(d, doc, 1);
 			}
-			if (d->doc)
-				bson_destroy(d->doc);
-			d->doc = doc;
 			d->present = d->known = d->touched = 1;
 			break;
 		}
 		case 'd':
-			if (d->doc)
-				bson_destroy(d->doc);
-			d->doc = NULL;
+			ds_set_doc(d, NULL, 0);
 			d->present = 0;
 			d->known = d->touched = 1;
 			break;
@@ -655,8 +660,7 @@ static int simulate(struct pair *p, size_t from, size_t to, int fetch_pass, char
 				*bad_ns = op->ns;
 				return MMM_EUSAGE;
 			}
-			bson_destroy(d->doc);
-			d->doc = bson_copy(&out);
+			ds_set_doc(d, bson_copy(&out), 1);
 			bson_destroy(&out);
 			d->touched = 1;
 			break;

@@ -55,7 +55,9 @@ int link_map_ns(const struct app_link *l, const char *ns, char *dst, size_t len)
 	}
 	if (strcmp(ns, l->src_ns) != 0)
 		return 0;
-	snprintf(dst, len, "%s", l->dst_ns);
+	if (strlen(l->dst_ns) >= len)
+		return 0;
+	memcpy(dst, l->dst_ns, strlen(l->dst_ns) + 1);
 	return 1;
 }
 

@@ -149,7 +149,7 @@ int tr_crud(const bson_t *op, uint64_t ts, const struct app_link *links, size_t 
 			return ENOMEM;
 		}
 		t->kind = opc[0] == 'u' ? (is_update_doc(&o) ? 'u' : 'r') : opc[0];
-		snprintf(t->ns, sizeof t->ns, "%s", dst);
+		memcpy(t->ns, dst, strlen(dst) + 1);        /* (both LINK_NS_MAX) */
 		t->id = id;
 		t->o = opc[0] == 'd' ? NULL : bson_copy(&o);
 		t->ts = ts;

@@ -243,6 +243,21 @@ static void gen_entry(struct gen *g, uint64_t i, const uint8_t ui[16], bson_t *e
 	BSON_APPEND_DATE_TIME(e, "wall", (int64_t)sec * 1000 + inc / 2);
 }
 
+/* CPU seconds (user + system) PID has used so far. */
+static double cpu_s(pid_t pid)
+{
+	char path[64], buf[1024], *q;
+	unsigned long ut = 0, st = 0;
+	FILE *f;
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	if ((f = fopen(path, "r")) == NULL)
+		return 0;
+	if (fgets(buf, sizeof buf, f) && (q = strrchr(buf, ')')) != NULL)
+		sscanf(q + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st);
+	fclose(f);
+	return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
 static long rss_kb(pid_t pid)
 {
 	char path[64], line[256];
@@ -270,7 +285,7 @@ int main(int argc, char **argv)
 	struct jnl_writer *w = NULL;
 	struct gen g;
 	pid_t sim = -1, app = -1;
-	double t0, t_ref = 0, t_app = 0, t_gen;
+	double t0, t_ref = 0, t_app = 0, t_gen, sim_ref = 0, sim_app = 0, app_cpu = 0;
 	mongoc_client_t *c = NULL;
 	long peak_kb = 0;
 	int64_t count = -1;
@@ -366,13 +381,15 @@ int main(int argc, char **argv)
 			mongoc_bulk_operation_destroy(b);
 		}
 		t_ref = now_s() - t0;
+		sim_ref = cpu_s(sim);
 		mongoc_collection_destroy(coll);
 	}
 	mongoc_client_destroy(c);
 	c = NULL;
 	stop(sim);
 	sim = -1;
-	printf("reference: %" PRIu64 " documents bulk-inserted with libmongoc in %.1f s: %.0f docs/s\n", n, t_ref, n / t_ref);
+	printf("reference: %" PRIu64 " documents bulk-inserted with libmongoc in %.1f s: %.0f docs/s (mongosim CPU %.1f s)\n",
+	    n, t_ref, n / t_ref, sim_ref);
 	fflush(stdout);
 
 	/* 3. mmm-apply into a fresh mongosim */
@@ -404,6 +421,7 @@ int main(int argc, char **argv)
 			goto out;
 		}
 		bson_destroy(link);
+		sim_app = cpu_s(sim);
 		t0 = now_s();
 		if ((app = fork()) == 0) {
 			char exe[1024];
@@ -442,6 +460,8 @@ int main(int argc, char **argv)
 			usleep(20 * 1000);
 		}
 		t_app = now_s() - t0;
+		sim_app = cpu_s(sim) - sim_app;
+		app_cpu = cpu_s(app);
 		kill(app, SIGTERM);
 		if (wait4(app, &status, 0, &ru) == app && ru.ru_maxrss > peak_kb)
 			peak_kb = ru.ru_maxrss;
@@ -457,7 +477,8 @@ int main(int argc, char **argv)
 	}
 	{
 		double ratio = (n / t_app) / (n / t_ref);
-		printf("apply: %" PRIu64 " entries applied by mmm-apply in %.1f s: %.0f entries/s\n", n, t_app, n / t_app);
+		printf("apply: %" PRIu64 " entries applied by mmm-apply in %.1f s: %.0f entries/s (mmm-apply CPU %.1f s, mongosim CPU %.1f s)\n",
+		    n, t_app, n / t_app, app_cpu, sim_app);
 		printf("apply rate / reference rate: %.3f (target >= 0.7)%s\n", ratio, ratio >= 0.7 ? "" : " MISSED");
 		printf("apply peak RSS: %.1f MB (target <= 128)%s\n", peak_kb / 1024.0, peak_kb <= 128 * 1024 ? "" : " MISSED");
 		printf("documents on the destination: %" PRId64 " (expected %zu)%s\n", count, g.nlive,

@@ -478,8 +478,14 @@ static void slot_write(struct ctx *x, struct sim_coll *c, size_t slot, bson_t *d
 		return;
 	}
 	if (doc) {
+		uint64_t seq = ++sim.commit_seq;
+		if (sim.active_txns > 0 && s->doc) {
+			/* an open transaction's snapshot may still need this version */
+			sim_keep_old(c, slot, s->doc, s->ver, seq);
+			s->doc = NULL;
+		}
 		sim_coll_set(c, slot, doc);
-		s->ver = ++sim.commit_seq;
+		s->ver = seq;
 	} else {
 		sim_coll_del(c, slot);   /* compaction waits for the end of the command */
 	}
@@ -522,7 +528,8 @@ static void txn_release(struct sim_txn *t, bool commit)
 		if (s->owner != t) continue;
 		if (commit) {
 			if (!s->doc) { sim_coll_del(c, t->w[i].slot); continue; }
-			if (s->committed) bson_destroy(s->committed);
+			if (s->committed && sim.active_txns > 1) sim_keep_old(c, t->w[i].slot, s->committed, s->ver, seq);
+			else if (s->committed) bson_destroy(s->committed);
 			s->committed = NULL;
 			s->owner = NULL;
 			s->ver = seq;
@@ -546,6 +553,7 @@ static void txn_abort(struct sim_txn *t)
 	t->txn_number = n;
 	t->aborted = true;
 	sim.active_txns--;
+	sim_gc_old();
 }
 
 /* a collection is going away: abort every transaction that wrote to it */
@@ -861,7 +869,7 @@ static int collect(struct ctx *x, struct sim_coll *c, const bson_t *filter, cons
 	}
 	if (sorted) {
 		sort_spec = sort; sort_coll = c; sort_txn = x->txn;
-		qsort(out->v, out->n, sizeof *out->v, cmp_slots);
+		if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, cmp_slots);
 		if (limit && out->n > limit) out->n = limit;
 	}
 	return 0;
@@ -1417,9 +1425,11 @@ static int cmd_killcursors(struct ctx *x)
 
 static int matching_docs(struct ctx *x, const char *name, const bson_t *filter, bson_t ***out, size_t *n)
 {
-	*out = NULL; *n = 0;
+	*out = malloc(sizeof **out);   /* never NULL: stages memmove/qsort it */
+	*n = 0;
 	struct sim_coll *c = sim_coll_get(x->db, name);
 	if (!c) return 0;
+	free(*out);
 	struct slots s = { 0 };
 	int rc = collect(x, c, filter, NULL, 0, &s);
 	if (!rc) {
@@ -1711,7 +1721,7 @@ static int cmd_aggregate(struct ctx *x)
 		} else if (!strcmp(op, "$sort")) {
 			if (!doc_of(&s, &arg)) { rc = err(x, 15973, "the $sort key specification must be an object"); break; }
 			sort_spec = &arg;
-			qsort(d, n, sizeof *d, cmp_docs_sort);
+			if (n > 1) qsort(d, n, sizeof *d, cmp_docs_sort);
 		} else if (!strcmp(op, "$limit") || !strcmp(op, "$skip")) {
 			int64_t v = (int64_t)sim_num(&s);
 			if (v < 0 || (v == 0 && op[1] == 'l')) { rc = err(x, 15958, "the limit must be positive"); break; }
@@ -2430,7 +2440,7 @@ static int cmd_dbhash(struct ctx *x)
 		}
 		cs[n++] = c;
 	}
-	qsort(cs, n, sizeof *cs, cmp_coll_names);
+	if (n > 1) qsort(cs, n, sizeof *cs, cmp_coll_names);
 	int64_t t0 = sim_mono_ms();
 	bson_t colls, uuids, capped;
 	struct sim_md5 all;
@@ -2447,7 +2457,7 @@ static int cmd_dbhash(struct ctx *x)
 			const bson_t *v = sim_visible(&c->slots[i], x->txn);
 			if (v) d[m++] = v;
 		}
-		qsort(d, m, sizeof *d, cmp_by_id);
+		if (m > 1) qsort(d, m, sizeof *d, cmp_by_id);
 		struct sim_md5 h;
 		sim_md5_init(&h);
 		for (size_t i = 0; i < m; i++) sim_md5_update(&h, bson_get_data(d[i]), d[i]->len);
@@ -2539,6 +2549,7 @@ static int cmd_commit(struct ctx *x)
 	t->txn_number = n;
 	t->committed = true;
 	sim.active_txns--;
+	sim_gc_old();
 	return 0;
 }
 
@@ -2635,6 +2646,7 @@ static int cmd_applyops(struct ctx *x)
 	t.snapshot = sim.commit_seq;
 	x->txn = &t;
 	x->applyops = true;
+	sim.active_txns++;
 	bool r = x->retryable;
 	x->retryable = false;
 	bson_iter_t it;
@@ -2684,6 +2696,8 @@ static int cmd_applyops(struct ctx *x)
 		BSON_APPEND_ARRAY(x->reply, "results", &results);
 	}
 	x->retryable = r;
+	sim.active_txns--;
+	sim_gc_old();
 	bson_destroy(&results);
 	for (size_t i = 0; i < t.nops; i++) bson_destroy(t.ops[i]);
 	free(t.ops);

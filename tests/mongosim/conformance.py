@@ -347,6 +347,19 @@ def test_txn(s, c):
         ck.eq(e["prevOpTime"], {"ts": Timestamp(0, 0), "t": -1}, "prevOpTime")
         ck.check(is_i64(e["txnNumber"]), "txnNumber int64")
     ck.eq([e["op"] for e in new if e["ns"] == "tx.t"], [], "no separate CRUD entries for the transaction")
+    # snapshot reads: a transaction keeps reading the state of its start
+    with c.start_session() as ses:
+        with ses.start_transaction():
+            ck.eq(db.t.find_one({"_id": 0}, session=ses)["v"], 1, "snapshot read")
+            db.t.update_one({"_id": 0}, {"$set": {"v": 5}})
+            db.t.insert_one({"_id": 30})
+            ck.eq(db.t.find_one({"_id": 0}, session=ses)["v"], 1, "later commit invisible to the snapshot")
+            ck.eq(db.t.find_one({"_id": 30}, session=ses), None, "later insert invisible to the snapshot")
+            ck.eq(db.t.count_documents({"_id": {"$in": [0, 30]}}, session=ses), 1, "snapshot count")
+            ses.abort_transaction()
+    ck.eq(db.t.find_one({"_id": 0})["v"], 5, "outside sees the newest")
+    db.t.update_one({"_id": 0}, {"$set": {"v": 1}})
+    db.t.delete_one({"_id": 30})
 
     before = s.last_ts()
     with c.start_session() as ses:

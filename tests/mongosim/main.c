@@ -564,6 +564,7 @@ int main(int argc, char **argv)
 	sim_sessions_free();
 	for (size_t i = 0; i < sim.ncolls; i++) sim_coll_free(sim.colls[i]);
 	free(sim.colls);
+	free(sim.gc);
 	sim_oplog_free();
 	close(sig_pipe[0]);
 	close(sig_pipe[1]);

@@ -91,7 +91,12 @@ void sim_md5_hex(struct sim_md5 *m, char out[33]);
 /* ---- storage (store.c) ---- */
 struct sim_txn;
 
+/* an older committed version kept for transactions whose snapshot
+ * predates the newer one: visible to snapshots in [start, end) */
+struct sim_oldver { bson_t *doc; uint64_t start, end; struct sim_oldver *next; };
+
 struct sim_slot {
+	struct sim_oldver *old;
 	bson_t *doc;            /* current (possibly uncommitted) version; NULL if deleted */
 	bson_t *committed;      /* committed version while `owner` holds it; NULL = none */
 	struct sim_txn *owner;  /* transaction holding an uncommitted write */
@@ -112,6 +117,7 @@ struct sim_coll {
 	struct sim_idmap map;
 	bool capped;
 	int64_t capped_size, capped_max;
+	size_t nold;         /* slots holding old versions (no compaction meanwhile) */
 };
 
 struct sim_entry { uint64_t ts; uint32_t len; uint8_t *data; };
@@ -204,6 +210,8 @@ struct sim_server {
 	bool signal_pending;         /* oplog grew: broadcast sim.cond before unlocking */
 	pthread_cond_t noop_cond;    /* the noop thread's own timer */
 	int active_txns;
+	struct { struct sim_coll *c; size_t slot; } *gc;   /* slots with old versions */
+	size_t ngc, capgc;
 };
 
 extern struct sim_server sim;
@@ -226,8 +234,13 @@ size_t sim_coll_add(struct sim_coll *c, bson_t *doc);  /* takes ownership */
 void sim_coll_set(struct sim_coll *c, size_t slot, bson_t *doc);  /* replaces, frees old */
 void sim_coll_del(struct sim_coll *c, size_t slot);
 void sim_coll_compact(struct sim_coll *c);
-/* the version of the slot visible to txn (NULL = not visible) */
+/* the version of the slot visible to txn (NULL = not visible): its own
+ * write, else the committed version of its snapshot */
 const bson_t *sim_visible(struct sim_slot *s, struct sim_txn *t);
+/* keeps prev (owned) as the slot's version for snapshots in [start, end) */
+void sim_keep_old(struct sim_coll *c, size_t slot, bson_t *prev, uint64_t start, uint64_t end);
+/* frees every old version once no transaction is active */
+void sim_gc_old(void);
 
 /* oplog */
 uint64_t sim_next_ts(int64_t *wall);

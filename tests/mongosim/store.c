@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+static void free_old(struct sim_coll *c, struct sim_slot *s);
+
 /* ---- _id keys ---- */
 
 /* canonical key bytes: numbers compare equal across types (1 == 1.0 == 1L),
@@ -170,13 +172,14 @@ void sim_coll_del(struct sim_coll *c, size_t slot)
 	if (s->committed) bson_destroy(s->committed);
 	s->doc = s->committed = NULL;
 	s->owner = NULL;
+	free_old(c, s);
 	c->live--;
 	c->dead++;
 }
 
 void sim_coll_compact(struct sim_coll *c)
 {
-	if (c->dead < 1024 || c->dead < c->live) return;
+	if (c->dead < 1024 || c->dead < c->live || c->nold) return;
 	for (size_t i = 0; i < c->nslots; i++) if (c->slots[i].owner) return;
 	size_t j = 0;
 	for (size_t i = 0; i < c->nslots; i++) if (c->slots[i].doc) c->slots[j++] = c->slots[i];
@@ -189,8 +192,49 @@ void sim_coll_compact(struct sim_coll *c)
 
 const bson_t *sim_visible(struct sim_slot *s, struct sim_txn *t)
 {
-	if (s->owner && s->owner != t) return s->committed;
-	return s->doc;
+	if (s->owner && s->owner == t) return s->doc;
+	const bson_t *cur = s->owner ? s->committed : s->doc;
+	if (!t || !t->active || s->ver <= t->snapshot) return cur;
+	for (struct sim_oldver *o = s->old; o; o = o->next)
+		if (o->start <= t->snapshot && t->snapshot < o->end) return o->doc;
+	return NULL;   /* created after the snapshot */
+}
+
+static void free_old(struct sim_coll *c, struct sim_slot *s)
+{
+	if (!s->old) return;
+	while (s->old) {
+		struct sim_oldver *o = s->old;
+		s->old = o->next;
+		if (o->doc) bson_destroy(o->doc);
+		free(o);
+	}
+	c->nold--;
+}
+
+void sim_keep_old(struct sim_coll *c, size_t slot, bson_t *prev, uint64_t start, uint64_t end)
+{
+	struct sim_slot *s = &c->slots[slot];
+	struct sim_oldver *o = malloc(sizeof *o);
+	o->doc = prev; o->start = start; o->end = end; o->next = s->old;
+	if (!s->old) {
+		c->nold++;
+		if (sim.ngc == sim.capgc) {
+			sim.capgc = sim.capgc ? sim.capgc * 2 : 64;
+			sim.gc = realloc(sim.gc, sim.capgc * sizeof *sim.gc);
+		}
+		sim.gc[sim.ngc].c = c;
+		sim.gc[sim.ngc].slot = slot;
+		sim.ngc++;
+	}
+	s->old = o;
+}
+
+void sim_gc_old(void)
+{
+	if (sim.active_txns > 0) return;
+	for (size_t i = 0; i < sim.ngc; i++) free_old(sim.gc[i].c, &sim.gc[i].c->slots[sim.gc[i].slot]);
+	sim.ngc = 0;
 }
 
 /* ---- collections ---- */
@@ -237,7 +281,11 @@ struct sim_coll *sim_coll_new(const char *db, const char *name, const bson_t *op
 
 void sim_coll_free(struct sim_coll *c)
 {
+	size_t j = 0;
+	for (size_t i = 0; i < sim.ngc; i++) if (sim.gc[i].c != c) sim.gc[j++] = sim.gc[i];
+	sim.ngc = j;
 	for (size_t i = 0; i < c->nslots; i++) {
+		if (c->slots[i].old) free_old(c, &c->slots[i]);
 		if (c->slots[i].doc) bson_destroy(c->slots[i].doc);
 		if (c->slots[i].committed) bson_destroy(c->slots[i].committed);
 	}

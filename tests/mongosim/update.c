@@ -485,7 +485,7 @@ static int op_push(struct uctx *u, const struct path *p, const bson_iter_t *arg)
 		else at = (size_t)pos > arr->n ? arr->n : (size_t)pos;
 	}
 	for (size_t i = 0; i < nadd; i++) mn_push(arr, NULL);
-	memmove(arr->k + at + nadd, arr->k + at, (oldn - at) * sizeof *arr->k);
+	if (oldn > at) memmove(arr->k + at + nadd, arr->k + at, (oldn - at) * sizeof *arr->k);
 	for (size_t i = 0; i < nadd; i++) arr->k[at + i] = add[i];
 	free(add);
 	if (has_sort && sortdir) {
@@ -740,7 +740,7 @@ static int cmp_dn_idx(const void *a, const void *b)
 static void ser_arr(bson_t *out, struct dn *d, const struct mn *post)
 {
 	bson_append_bool(out, "a", 1, true);
-	qsort(d->k, d->n, sizeof *d->k, cmp_dn_idx);
+	if (d->n > 1) qsort(d->k, d->n, sizeof *d->k, cmp_dn_idx);
 	for (size_t i = 0; i < d->n; i++) {
 		struct dn *c = d->k[i];
 		long j = mn_find(post, c->key);
@@ -910,20 +910,29 @@ int sim_update_apply(const bson_t *pre, const bson_t *upd, bool v1, bool upsert_
 	 * (numeric components in numeric order), whatever the operator order
 	 * ("Behavior" of every update operator page; update_object_node.cpp) */
 	struct item_sort *items = NULL;
-	size_t nitems = 0;
+	size_t nitems = 0, total = 0;
 	bson_iter_init(&op, upd);
 	while (!rc && bson_iter_next(&op)) {
 		bson_iter_t f;
 		bson_iter_recurse(&op, &f);
+		while (bson_iter_next(&f)) total++;
+	}
+	/* bson_iter_t wants 128-byte alignment, which malloc does not give */
+	void *mem = NULL;
+	if (!rc && posix_memalign(&mem, 128, (total + 1) * sizeof *items)) mem = NULL;
+	items = mem;
+	bson_iter_init(&op, upd);
+	while (!rc && items && bson_iter_next(&op)) {
+		bson_iter_t f;
+		bson_iter_recurse(&op, &f);
 		while (bson_iter_next(&f)) {
-			items = realloc(items, (nitems + 1) * sizeof *items);
 			items[nitems].name = bson_iter_key(&op);
 			items[nitems].f = f;
 			items[nitems].seq = nitems;
 			nitems++;
 		}
 	}
-	qsort(items, nitems, sizeof *items, cmp_items);
+	if (items && nitems > 1) qsort(items, nitems, sizeof *items, cmp_items);
 	for (size_t k = 0; k < nitems && !rc; k++) {
 		const char *name = items[k].name;
 		bson_iter_t f = items[k].f;

@@ -36,8 +36,9 @@ def writer(m, nm, errors):
                     t.docs.update_one({"_id": i}, {"$set": {"txn": nm}}, session=s)
                 t.other.insert_one({"_id": nm, "txn": True}, session=s)
                 t.docs.delete_one({"_id": ids[2]}, session=s)
-        t.docs.insert_one({"_id": ids[0]}) if False else None
         t.counters.update_one({"_id": nm}, {"$inc": {"c": 5}}, upsert=True)
+        t.docs.create_index([(nm, 1)], name="%s_idx" % nm)          # DDL from every master
+        t.create_collection("coll_" + nm)
     except Exception as e:  # noqa: BLE001
         errors.append("%s: %r" % (nm, e))
 
@@ -130,6 +131,15 @@ def run(n, sim_args):
                 for cp in m.c[nm].mmm.checkpoints.find():
                     ck.check(cp["origin"] == cp["source"], "%s: %s: marker %s relays a third master" % (label, nm, cp["_id"]))
                     ck.check(str(cp["origin"]) != m.ids[nm], "%s: %s: marker of its own writes" % (label, nm))
+            idx = [m.indexes(nm, "test") for nm in m.names]
+            ck.check(all(i == idx[0] for i in idx), "%s: indexes equal on every master" % label)
+            ck.eq(sorted(idx[0].get("docs", {}) and [dict(x)["name"] for x in idx[0]["docs"]]),
+                  sorted(["_id_"] + ["%s_idx" % nm for nm in m.names]), "%s: every master's index" % label)
+            for nm in m.names:
+                ddl = [e for e in m.c[nm].local["oplog.rs"].find({"op": "c"})
+                       if e["o"].get("commitIndexBuild") == "docs" or e["o"].get("createIndexes") == "docs"]
+                names = sorted(ix["name"] for e in ddl for ix in e["o"].get("indexes", [e["o"]]))
+                ck.eq(names, sorted("%s_idx" % o for o in m.names), "%s: each index built once on %s (no DDL echo)" % (label, nm))
             st = m.apply_status()
             ck.eq(len(st), n * (n - 1), "%s: one status per pair" % label)
             ck.check(all(v["state"] == "running" and v["last_error"] == "" for v in st.values()), "%s: pairs running" % label)

@@ -7,7 +7,8 @@ serialization test) yields, through mmm-apply, the same post-image, byte
 for byte (field order included), as the independent applier below.
 Route: mmm-journal import-bson of each oplog file as a source of a
 journal, base documents loaded into the destination, links, mmm-apply.
-Also: 8.0 vectored inserts (multiOpType, linked by prevOpTime) from the
+Also: the transaction chains of mongo-tools' test data (applyOps,
+partialTxn, prepared + commit/abort), 8.0 vectored inserts (multiOpType, linked by prevOpTime) from the
 samples, and the samples' DDL files apply without stopping the link."""
 import os
 import subprocess
@@ -20,6 +21,7 @@ from applylib import BIN, FIX, Mesh, uuid_bin  # noqa: E402
 from simlib import Checker, wait_for  # noqa: E402
 
 import bson  # noqa: E402
+from bson import json_util  # noqa: E402
 from bson.binary import UuidRepresentation  # noqa: E402
 from bson.codec_options import CodecOptions  # noqa: E402
 from bson.int64 import Int64  # noqa: E402
@@ -30,6 +32,7 @@ from bson.timestamp import Timestamp  # noqa: E402
 ck = Checker("apply-samples")
 OPTS = CodecOptions(document_class=SON, uuid_representation=UuidRepresentation.UNSPECIFIED)
 OPLOG = os.path.join(FIX, "oplog")
+TXN_JSON = "/work/shared/oplog-samples/mongo-tools/common_txn_testdata_oplog_entries.SYNTHETIC.json"
 TS_OPLOG = os.path.join(OPLOG, "mongorestore_testdata_timeseries_tests_ts_dump_with_oplog_oplog.bson")
 TS_BASE = "/work/shared/oplog-samples/collections/timeseries_test.system.buckets.foo_ts.bson"
 if not os.path.exists(TS_BASE):
@@ -272,6 +275,21 @@ def main():
             with open(dfile, "wb") as f:
                 f.write(b"".join(enc(e) for e in ddl_entries))
             mj(m.journal, "import-bson", dfile, "--source", srcs["ddl"], "--name", "ddl")
+            # the transaction chains of mongo-tools' (synthetic) test data: one source each
+            with open(TXN_JSON) as f:
+                cases = json_util.loads(f.read(), json_options=json_util.JSONOptions(
+                    document_class=SON, uuid_representation=UuidRepresentation.UNSPECIFIED))
+            txn_cases = []
+            for k, (name, case) in enumerate(cases.items()):
+                if "postimage" not in case:
+                    continue        # (multiOpType: the real 8.0 samples above cover it)
+                u = str(uuid.uuid4())
+                tfile = os.path.join(tmp, "txn%d.bson" % k)
+                with open(tfile, "wb") as f:
+                    f.write(b"".join(enc(e) for e in case["ops"]))
+                mj(m.journal, "import-bson", tfile, "--source", u, "--name", "txn%d" % k)
+                srcs["txn%d" % k] = u
+                txn_cases.append(("txn%d" % k, name, case))
 
             A = m.c["a"]
             base = bson.decode_all(open(TS_BASE, "rb").read(), OPTS)
@@ -287,6 +305,8 @@ def main():
             link("ex", "excerpts.*", "excerpts.*")
             link("vec", "mongodump_test_db.*", "vec.*")
             link("ddl", "test.*", "ddltest.*")
+            for src, name, case in txn_cases:
+                link(src, case["ns"], case["ns"])
             # expected: the independent applier over the journal's entries
             want = {d["_id"]: d for d in base}
             upd = bson.decode_all(open(TS_OPLOG, "rb").read(), OPTS)
@@ -295,6 +315,8 @@ def main():
             m.apply()
             final = {"ts": upd[-1]["ts"], "ex": Timestamp(1652170000, 2 * len(EXCERPTS)), "vec": Timestamp(1719861048, 3),
                      "ddl": ddl_entries[-1]["ts"]}
+            for src, name, case in txn_cases:
+                final[src] = case["ops"][-1]["ts"]
 
             def done():
                 st = m.apply_status()
@@ -325,6 +347,11 @@ def main():
                 mine = apply_update(son(pre), son(o))
                 ck.eq(enc(d) if d else None, enc(mine), "excerpt %r (%s) through apply" % (pre["_id"], "$v:%s" % o.get("$v", "r")))
             ck.eq(A.list_database_names().count("ddltest"), 0, "DDL samples: ddltest dropped at the end")
+            for src, name, case in txn_cases:
+                db, coll = case["ns"].split(".", 1)
+                got = list(A.get_database(db, codec_options=OPTS)[coll].find({}).sort("_id", 1))
+                want = sorted(case["postimage"], key=lambda d: d["_id"])
+                ck.eq([enc(d) for d in got], [enc(d) for d in want], "transaction sample '%s'" % name)
             vdocs = list(A.vec.coll1.find({}).sort("_id", 1))
             ck.eq([(d["_id"], d["a"]) for d in vdocs], [(i * 100, i) for i in range(1, 8)], "vectored inserts")
             if ck.failed:

@@ -4,7 +4,8 @@ exists on the destination only — stops just that link (source a into b)
 with one line naming the source, ts, namespace and the server's error, also
 in the link's status; the other links (c into b, a into c) go on.  After
 the offending document is removed on b, a restarted mmm-apply continues
-from the right place: b ends equal to a, nothing applied twice."""
+from the right place: b ends equal to a, nothing applied twice.  A
+step-down of the destination (mongosimStepDown) is retried, not fatal."""
 import os
 import sys
 
@@ -78,6 +79,19 @@ def main():
                         ins[o["o"]["_id"]] = ins.get(o["o"]["_id"], 0) + 1
             ck.eq(len(ins), 21, "inserts of a received by b (20 and dup)")
             ck.check(all(v == 1 for v in ins.values()), "each insert of a applied once on b: %r" % ins)
+            # transient errors: b steps down for a second while a writes
+            B.admin.command("mongosimStepDown", 1)
+            A.test.c.insert_many([{"_id": i, "u": 100 + i} for i in range(100, 150)])
+            A.test.c.update_many({"_id": {"$gte": 100}}, {"$inc": {"n": 1}})
+            def same():
+                try:
+                    return m.dbhash("a", "test", ["c"]) == m.dbhash("b", "test", ["c"])
+                except Exception:  # noqa: BLE001  (b is stepping down)
+                    return False
+            ck.check(wait_for(same, 30, 0.1), "after b's step-down, b equals a")
+            ck.check(wait_for(lambda: status_of(m, "b", "a").get("state") == "running"
+                              and status_of(m, "b", "a").get("last_error") == "", 10, 0.1),
+                     "a step-down is retried, not fatal: %r" % status_of(m, "b", "a"))
             ck.eq(m.app.term(), 0, "apply exits 0 on SIGTERM")
             if ck.failed:
                 m.dump_logs()

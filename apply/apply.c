@@ -1556,6 +1556,9 @@ int app_run(const struct cfg *cfg, struct jnl *j, const size_t *dests, size_t n,
 	app.j = j;
 	app.stop = stop;
 	atomic_init(&app.fatal, 0);
+	if (cfg->apply_workers > 1)
+		log_debug("apply.workers is %d: this version applies each (destination, source) pair "
+		    "with one worker (and one committer thread)", cfg->apply_workers);
 	for (size_t i = 0; i < n; i++) {
 		d[i].app = &app;
 		d[i].srv = &cfg->servers[dests[i]];

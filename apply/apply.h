@@ -6,17 +6,36 @@
  * source's journal from the destination's checkpoint, routes each entry
  * through the links (namespace mapping, ops, origin rules: never to the
  * origin, only the source's own writes unless `forward`), translates it
- * (translate.c), and writes batches of CRUD entries in one transaction per
- * batch that first upserts the pair's marker in mmm.checkpoints (oplog.h):
- * data and checkpoint commit together, so apply is exactly-once, and the
- * destination's capture can tell these writes came from elsewhere.
- * Updates are applied by computing the post-image (diff.h) from the
- * document read in the same transaction, and writing it whole: the result
- * is exact, field order included.  DDL runs outside transactions between a
- * DDL marker and a checkpoint transaction.  Transient errors are retried
- * with backoff; a permanent one stops the pair with one line naming the
- * source, ts, namespace and the server's error.  Status is kept in the
- * journal under "apply/<destination uuid>/<source uuid>".
+ * (translate.c), and hands batches of CRUD entries (<= 1000 ops, one
+ * origin) to the pair's committer thread, which writes each in one
+ * transaction that first upserts the pair's marker in mmm.checkpoints
+ * (oplog.h) while the pair thread reads the next: data and checkpoint
+ * commit together, so apply is exactly-once, and the destination's capture
+ * can tell these writes came from elsewhere.  A source transaction (applyOps,
+ * partialTxn chain, prepared + commitTransaction) is never split across
+ * batches; its create/createIndexes run just before, with a DDL marker.
+ *
+ * Writes: a document whose state in the batch is decided by an insert,
+ * replacement or delete is written whole (inserts as inserts when the
+ * batch's first op on it is an insert — upserts after a duplicate key);
+ * an update computes the post-image (diff.h) from the document read in the
+ * same transaction, exact to the field order, except a `$v:2` diff that
+ * only replaces or deletes existing fields, which is sent as $set/$unset
+ * of paths without a read (tr_diff_mods(): the server then does the same
+ * in place).  DDL runs outside transactions between a DDL marker and a
+ * checkpoint transaction, and is a barrier.
+ *
+ * Errors: transient ones (network, WriteConflict, NotWritablePrimary,
+ * step-down, labels TransientTransactionError / UnknownTransactionCommitResult)
+ * are retried with backoff up to 2 s; a permanent one is retried entry by
+ * entry to commit what precedes it, then stops the pair with one line
+ * naming the source, ts, namespace and the server's error.  All
+ * transactions of a pair run on one session whose lsid is kept in the
+ * status: after a crash the next process ends it (killSessions, else
+ * endSessions), so a transaction left open cannot block it.  Status is
+ * kept in the journal under "apply/<destination uuid>/<source uuid>"
+ * (mmm-apply --status prints it).  apply.workers is not used yet: one
+ * worker per pair.
  */
 #ifndef MMM_APPLY_H
 #define MMM_APPLY_H

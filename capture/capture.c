@@ -216,6 +216,7 @@ static int pipe_start(struct cap_pipe *p, struct jnl *j, const uint8_t source[16
 		p->w = NULL;
 		return errno ? errno : EAGAIN;
 	}
+	pthread_setname_np(p->thread, "cap-writer");
 	return 0;
 }
 
@@ -935,6 +936,7 @@ static void *source_main(void *arg)
 	char logged[sizeof cs->last_error] = "";
 	int64_t logged_at = 0;
 
+	pthread_setname_np(pthread_self(), "cap-reader");
 	if ((rc = pipe_start(&cs->pipe, cs->j, cs->srv->uuid)) != 0) {
 		journal_failed(cs, rc);
 		cs->failed = 1;

@@ -356,7 +356,7 @@ def failover_test(tmp):
         check_mirror(jdir, "server_a", a, "after step-down and restarts")
         st = status_of(jdir, sid)
         ck.check(st and st["state"] == "running", "status running: %r" % (st,))
-        ck.eq(cap.stop(), 0, "SIGTERM exit status")
+        ck.eq(cap.stop(signal.SIGINT), 0, "SIGINT exit status")
         ck.check("retrying in" in cap.text(), "retries were logged")
     finally:
         if cap:
@@ -439,6 +439,23 @@ def gap_test(tmp):
         ck.check(wait_for(lambda: cap.p.poll() is not None, 15, 0.05), "a restart exits too")
         ck.eq(cap.stop(), 1, "exit status of the restart")
         ck.eq(len(gap_line(cap.text(), "server_a")), 1, "the restart reports the gap in one line")
+
+        # -- --from: an entry the oplog holds starts the journal there; an older one is a gap --
+        ents = kept_oplog(b)
+        mid = ts_key(ents[len(ents) // 2])
+        jdir3 = os.path.join(tmp, "jg3")
+        cfg3 = os.path.join(tmp, "gap3.yml")
+        write_config(cfg3, [("server_a", str(uuid.uuid4()), a.uri), ("server_b", str(uuid.uuid4()), b.uri)], jdir3)
+        cap = Capture(cfg3, ["--server", "server_b", "--from", "%d:%d" % mid])
+        ck.check(wait_caught_up(jdir3, "server_b", b), "--from: caught up")
+        j = journal_entries(jdir3, "server_b")
+        ck.check(j and ts_key(j[0]) == mid, "--from %d:%d: the journal starts there (%r)" % (mid + (j and ts_key(j[0]),)))
+        check_mirror(jdir3, "server_b", b, "--from")
+        ck.eq(cap.stop(), 0, "--from: SIGTERM exit status")
+        cap = Capture(cfg3, ["--server", "server_a", "--from", "1000:1"])
+        ck.check(wait_for(lambda: cap.p.poll() is not None, 15, 0.05), "--from before the oldest entry: exits")
+        ck.eq(cap.stop(), 1, "--from before the oldest entry: exit status")
+        ck.eq(len(gap_line(cap.text(), "server_a")), 1, "--from before the oldest entry: one line: %r" % cap.text())
     finally:
         if cap:
             cap.stop()

@@ -486,6 +486,14 @@ static void slot_write(struct ctx *x, struct sim_coll *c, size_t slot, bson_t *d
 		}
 		sim_coll_set(c, slot, doc);
 		s->ver = seq;
+	} else if (sim.active_txns > 0) {
+		/* deleted, but older snapshots still see it: keep it as an old version */
+		uint64_t seq = ++sim.commit_seq;
+		sim_keep_old(c, slot, s->doc, s->ver, seq);
+		s->doc = NULL;
+		s->ver = seq;
+		c->live--;
+		c->dead++;
 	} else {
 		sim_coll_del(c, slot);   /* compaction waits for the end of the command */
 	}
@@ -527,6 +535,15 @@ static void txn_release(struct sim_txn *t, bool commit)
 		struct sim_slot *s = &c->slots[t->w[i].slot];
 		if (s->owner != t) continue;
 		if (commit) {
+			if (!s->doc && s->committed && sim.active_txns > 1) {
+				sim_keep_old(c, t->w[i].slot, s->committed, s->ver, seq);
+				s->committed = NULL;
+				s->owner = NULL;
+				s->ver = seq;
+				c->live--;
+				c->dead++;
+				continue;
+			}
 			if (!s->doc) { sim_coll_del(c, t->w[i].slot); continue; }
 			if (s->committed && sim.active_txns > 1) sim_keep_old(c, t->w[i].slot, s->committed, s->ver, seq);
 			else if (s->committed) bson_destroy(s->committed);
@@ -677,11 +694,18 @@ static int insert_one(struct ctx *x, struct sim_coll *c, const bson_t *in)
 			bson_destroy(doc);
 			return x->txn ? lock_check(x, s) : SIM_WAIT;
 		}
-		if (!(s->owner == x->txn && x->txn && !s->doc)) {
+		bool dead = !s->owner && !s->doc;    /* deleted, kept for old snapshots */
+		if (dead && x->txn) {
+			/* simplification: mongod would allow it when the delete precedes the snapshot */
+			bson_destroy(doc);
+			return err(x, E_WRITECONFLICT, "Write conflict during plan execution and yielding is disabled. :: Please retry your write operation or multi-document transaction.");
+		}
+		if (!dead && !(s->owner == x->txn && x->txn && !s->doc)) {
 			rc = id_dup_error(x, c, &id);
 			bson_destroy(doc);
 			return rc;
 		}
+		if (dead && !x->txn) { c->live++; c->dead--; }
 		if ((rc = check_unique(x, c, doc, slot))) { bson_destroy(doc); return rc; }
 		slot_write(x, c, (size_t)slot, doc);
 	} else {

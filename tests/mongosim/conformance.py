@@ -356,6 +356,10 @@ def test_txn(s, c):
             ck.eq(db.t.find_one({"_id": 0}, session=ses)["v"], 1, "later commit invisible to the snapshot")
             ck.eq(db.t.find_one({"_id": 30}, session=ses), None, "later insert invisible to the snapshot")
             ck.eq(db.t.count_documents({"_id": {"$in": [0, 30]}}, session=ses), 1, "snapshot count")
+            db.t.delete_one({"_id": 2})
+            ck.eq(db.t.find_one({"_id": 2}, session=ses)["_id"], 2, "later delete invisible to the snapshot")
+            db.t.insert_one({"_id": 2, "back": 1})
+            ck.eq(db.t.find_one({"_id": 2}, session=ses).get("back"), None, "delete + re-insert invisible to the snapshot")
             ses.abort_transaction()
     ck.eq(db.t.find_one({"_id": 0})["v"], 5, "outside sees the newest")
     db.t.update_one({"_id": 0}, {"$set": {"v": 1}})
@@ -577,6 +581,7 @@ def test_concurrency(s, c):
                     seen.append(e)
             if done.is_set() and len(seen) >= 8 * 250 + 8 * 50 + 1:
                 break
+        cur.close()
 
     def worker(k):
         wc = s.client()
@@ -598,6 +603,56 @@ def test_concurrency(s, c):
     ck.eq(len(seen), 2000 + 400 + 1, "the tailer saw each write once (plus the create)")
     ts = [e["ts"] for e in seen]
     ck.check(all(a < b for a, b in zip(ts, ts[1:])), "ts strictly increasing")
+
+
+def test_txn_stress(s, c):
+    section("transactions under contention (bank invariant)")
+    import random
+    db = c.bank
+    n, total = 10, 1000
+    db.acct.insert_many([{"_id": i, "bal": total // n} for i in range(n)])
+    bad_sums = []
+    counts = {"commits": 0, "conflicts": 0}
+    lock = threading.Lock()
+
+    def transfer(k):
+        rnd = random.Random(k)
+        cl = s.client()
+        for _ in range(60):
+            a, b = rnd.sample(range(n), 2)
+            amt = rnd.randint(1, 5)
+            with cl.start_session() as ses:
+                try:
+                    with ses.start_transaction():
+                        cl.bank.acct.update_one({"_id": a}, {"$inc": {"bal": -amt}}, session=ses)
+                        cl.bank.acct.update_one({"_id": b}, {"$inc": {"bal": amt}}, session=ses)
+                    with lock:
+                        counts["commits"] += 1
+                except errors.OperationFailure as e:
+                    if e.has_error_label("TransientTransactionError"):
+                        with lock:
+                            counts["conflicts"] += 1
+                    else:
+                        raise
+
+    def auditor():
+        cl = s.client()
+        for _ in range(40):
+            with cl.start_session() as ses:
+                with ses.start_transaction():
+                    got = sum(d["bal"] for d in cl.bank.acct.find({}, session=ses))
+                    if got != total:
+                        bad_sums.append(got)
+    ts = [threading.Thread(target=transfer, args=(k,)) for k in range(4)] + [threading.Thread(target=auditor)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    ck.eq(sum(d["bal"] for d in db.acct.find()), total, "money is conserved")
+    ck.eq(bad_sums, [], "every snapshot read sees a consistent total")
+    ck.check(counts["commits"] > 100, "transfers committed (%d, %d conflicts)" % (counts["commits"], counts["conflicts"]))
+    txe = [e for e in s.oplog({"ns": "admin.$cmd", "o.applyOps.ns": "bank.acct"})]
+    ck.eq(len(txe), counts["commits"], "one applyOps entry per committed transfer")
 
 
 def _try_insert(c, d):
@@ -642,7 +697,7 @@ def main():
     with Sim() as s:
         c = s.client()
         for t in (test_handshake, test_crud, test_updates, test_ddl, test_txn, test_retryable, test_tail,
-                  test_dbhash, test_applyops, test_concurrency, test_faults):
+                  test_dbhash, test_applyops, test_concurrency, test_txn_stress, test_faults):
             try:
                 t(s, c)
             except Exception as e:  # noqa: BLE001

@@ -59,7 +59,7 @@ static uint64_t hash_bytes(const uint8_t *p, size_t n)
 static bool slot_key_eq(struct sim_coll *c, uint32_t slot, const uint8_t *key, uint32_t klen)
 {
 	struct sim_slot *s = &c->slots[slot];
-	const bson_t *d = s->doc ? s->doc : s->committed;
+	const bson_t *d = s->doc ? s->doc : s->committed ? s->committed : s->old ? s->old->doc : NULL;
 	bson_iter_t id;
 	if (!d || !bson_iter_init_find(&id, d, "_id")) return false;
 	uint8_t buf[256]; uint32_t kl; bool al;
@@ -233,7 +233,22 @@ void sim_keep_old(struct sim_coll *c, size_t slot, bson_t *prev, uint64_t start,
 void sim_gc_old(void)
 {
 	if (sim.active_txns > 0) return;
-	for (size_t i = 0; i < sim.ngc; i++) free_old(sim.gc[i].c, &sim.gc[i].c->slots[sim.gc[i].slot]);
+	for (size_t i = 0; i < sim.ngc; i++) {
+		struct sim_coll *c = sim.gc[i].c;
+		struct sim_slot *s = &c->slots[sim.gc[i].slot];
+		if (!s->doc && !s->committed && !s->owner && s->old && s->old->doc) {
+			/* a delete kept for old snapshots: now drop its _id from the index */
+			bson_iter_t id;
+			if (bson_iter_init_find(&id, s->old->doc, "_id")) {
+				uint8_t buf[256]; uint32_t kl; bool al;
+				uint8_t *k = id_key(&id, &kl, buf, sizeof buf, &al);
+				struct sim_idmap_ent *e = map_find(c, hash_bytes(k, kl), k, kl);
+				if (al) free(k);
+				if (e && e->slot == sim.gc[i].slot) { e->state = M_TOMB; c->map.n--; c->map.tomb++; }
+			}
+		}
+		free_old(c, s);
+	}
 	sim.ngc = 0;
 }
 

@@ -177,8 +177,8 @@ static void *writer_main(void *arg)
 			if (rc == 0)
 				rc = jnl_writer_seal(p->w);
 		}
-		if (rc == 0)
-			rc = jnl_writer_commit(p->w);
+		if (rc == 0 && (rc = jnl_writer_commit(p->w)) == 0)
+			rc = fault_hit("cap_committed");    /* tests: a crash between two of capture's commits */
 		pthread_mutex_lock(&p->mu);
 		if (rc != 0 && p->rc == 0)
 			p->rc = rc;

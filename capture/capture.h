@@ -13,6 +13,13 @@
  * errors, step-downs and restarts are retried with capped backoff (100 ms
  * doubling to 1 s).  Status (state, last ts/wall, lag, rate, last error)
  * is rewritten about once a second in the journal under "capture/<uuid>".
+ *
+ * Threads: per source, a reader tails the oplog and a writer compresses and
+ * commits blocks (several blocks in one transaction when a backlog builds
+ * up; each block is still whole or absent).  At start the newest journaled
+ * entries are re-read so that an open transaction chain or DDL bracket
+ * keeps its origin across a restart.  Fault point (fault.h): cap_committed,
+ * right after one of capture's block commits.
  */
 #ifndef MMM_CAPTURE_H
 #define MMM_CAPTURE_H

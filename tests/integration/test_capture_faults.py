@@ -280,6 +280,69 @@ def crash_test(tmp):
             w.stop.set()
 
 
+# ---- a crash in the middle of an apply-shaped partialTxn chain ----
+
+def origins(jdir, name):
+    tool = os.path.join(os.path.dirname(BIN), "tests", "test_capture_origin")
+    p = subprocess.run([tool, "--origins", jdir, name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    if p.returncode != 0:
+        return None
+    out = {}
+    for line in p.stdout.decode().splitlines():
+        t, o = line.split()
+        sec, inc = t.split(":")
+        out[(int(sec), int(inc))] = o
+    return out
+
+
+def chain_crash_test(tmp):
+    """The chain spans several blocks; capture crashes after committing the
+    first (cap_committed@1:crash); the restarted capture must still give the
+    rest of the chain the marker's origin (it re-reads the journal)."""
+    with Sim(["--txn-split-ops", "1"]) as a:
+        sid, X = str(uuid.uuid4()), str(uuid.uuid4())
+        jdir = os.path.join(tmp, "jw")
+        cfg = os.path.join(tmp, "chain.yml")
+        write_config(cfg, [("server_a", sid, a.uri)], jdir)
+        c = a.client()
+        c.wc.t.insert_one({"_id": "first"})
+        cap = Capture(cfg)
+        ck.check(wait_caught_up(jdir, "server_a", a), "chain: captured the start")
+        ck.eq(cap.stop(), 0, "chain: SIGTERM exit status")
+        before = a.last_ts()
+        with c.start_session() as s:
+            with s.start_transaction():
+                c.mmm.checkpoints.update_one(
+                    {"_id": "mmm:%s:%s:w0" % (X, sid)},
+                    {"$set": {"origin": bson.Binary(uuid.UUID(X).bytes, 4), "ts": Timestamp(5, 5)}},
+                    upsert=True, session=s)
+                c.wc.t.insert_many([{"_id": i, "pad": "c" * 100} for i in range(4000)], session=s)
+        end = a.last_ts()
+        # (with one op per entry, the chain's head may hold only the implicit
+        # `create` of mmm.checkpoints, before the marker: it writes nothing
+        # that apply would ever apply, and capture cannot know its origin yet)
+        chain = [ts_key(r) for r in kept_oplog(a, (before.time, before.inc))
+                 if ts_key(r) > (before.time, before.inc) and
+                 not all(op["ns"].startswith("mmm.") for op in bson.BSON(r).decode()["o"].get("applyOps", [{"ns": ""}]))]
+        ck.check(len(chain) > 3000, "chain: %d entries" % len(chain))
+        cap = Capture(cfg, env={"MMM_FAULT": "cap_committed@1:crash"})
+        ck.check(wait_for(lambda: cap.p.poll() is not None, 15, 0.02), "chain: crashed after a commit")
+        ck.eq(cap.stop(), 137, "chain: crash exit status")
+        held = journal_count(jdir, "server_a")
+        ck.check(held < 2 + len(chain), "chain: the crash left part of the chain unjournaled (%d entries)" % held)
+        cap = Capture(cfg)
+        ck.check(wait_caught_up(jdir, "server_a", a), "chain: caught up after the crash")
+        ck.eq(cap.stop(), 0, "chain: SIGTERM exit status after the crash")
+        check_mirror(jdir, "server_a", a, "chain")
+        org = origins(jdir, "server_a") or {}
+        bad = [t for t in chain if org.get(t) != X]
+        ck.check(not bad, "chain: every entry of the chain has origin X (%d of %d do not, first %r)"
+                 % (len(bad), len(chain), bad[:1]))
+        own = [ts_key(r) for r in kept_oplog(a) if bson.BSON(r).decode()["ns"] == "wc.t"]
+        ck.check(own and org.get(own[0]) == sid, "chain: the source's own entry")
+        del end
+
+
 # ---- acceptance 3 ----
 
 def sentinel_write(sim, timeout=30):
@@ -466,7 +529,8 @@ def gap_test(tmp):
 def main():
     tmp = tempfile.mkdtemp(prefix="mmm-capture-faults-")
     try:
-        for name, fn in (("crash", crash_test), ("failover", failover_test), ("gap", gap_test)):
+        for name, fn in (("crash", crash_test), ("chain", chain_crash_test), ("failover", failover_test),
+                         ("gap", gap_test)):
             if os.environ.get("MMM_CAPTURE_ONLY") and os.environ["MMM_CAPTURE_ONLY"] != name:
                 continue
             t0 = time.monotonic()

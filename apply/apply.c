@@ -673,14 +673,13 @@ static int simulate(struct pair *p, size_t from, size_t to, int fetch_pass, char
 /* How a document is written: 0 removed, 1 replaced (upsert), 2 updated,
  * 3 inserted (its first op in the batch was an insert: it is new, unless
  * the destination diverged — then the insert fails with a duplicate key and
- * flush_batch() retries the batch with upserts), 4 nothing (inserted and
- * deleted within the batch). */
+ * commit_batch() retries the batch with upserts). */
 static int write_kind(const struct pair *p, const struct docstate *d)
 {
 	if (!d->touched)
 		return 2;
-	if (d->first == 'i' && !p->upserts)
-		return d->present ? 3 : 4;
+	if (d->present && d->first == 'i' && !p->upserts)
+		return 3;
 	return d->present ? 1 : 0;
 }
 
@@ -743,10 +742,8 @@ static int write_docs(struct pair *p, mongoc_client_session_t *s, bson_error_t *
 			case 1:
 				ok = mongoc_bulk_operation_replace_one_with_opts(bulk, d->id, d->doc, p->upsert_noval, err);
 				break;
-			case 0:
-				ok = mongoc_bulk_operation_remove_one_with_opts(bulk, d->id, NULL, err);
-				break;
 			default:
+				ok = mongoc_bulk_operation_remove_one_with_opts(bulk, d->id, NULL, err);
 				break;
 			}
 		}

@@ -275,6 +275,15 @@ def main():
             with open(dfile, "wb") as f:
                 f.write(b"".join(enc(e) for e in ddl_entries))
             mj(m.journal, "import-bson", dfile, "--source", srcs["ddl"], "--name", "ddl")
+            # an entry apply cannot translate stops its link, naming source, ts and reason
+            bad = [SON([("op", "i"), ("ns", "bad.c"), ("o", SON([("_id", 1)])), ("ts", Timestamp(1600000000, 1)), ("t", Int64(1)), ("v", Int64(2))]),
+                   SON([("op", "c"), ("ns", "bad.$cmd"), ("o", SON([("frobnicate", "c")])), ("ts", Timestamp(1600000000, 2)), ("t", Int64(1)), ("v", Int64(2))]),
+                   SON([("op", "i"), ("ns", "bad.c"), ("o", SON([("_id", 2)])), ("ts", Timestamp(1600000000, 3)), ("t", Int64(1)), ("v", Int64(2))])]
+            bfile = os.path.join(tmp, "bad.bson")
+            with open(bfile, "wb") as f:
+                f.write(b"".join(enc(e) for e in bad))
+            srcs_bad = str(uuid.uuid4())
+            mj(m.journal, "import-bson", bfile, "--source", srcs_bad, "--name", "bad")
             # the transaction chains of mongo-tools' (synthetic) test data: one source each
             with open(TXN_JSON) as f:
                 cases = json_util.loads(f.read(), json_options=json_util.JSONOptions(
@@ -305,6 +314,9 @@ def main():
             link("ex", "excerpts.*", "excerpts.*")
             link("vec", "mongodump_test_db.*", "vec.*")
             link("ddl", "test.*", "ddltest.*")
+            srcs["bad"] = srcs_bad
+            link("bad", "bad.*", "bad.*")
+            del srcs["bad"]
             for src, name, case in txn_cases:
                 link(src, case["ns"], case["ns"])
             # expected: the independent applier over the journal's entries
@@ -331,6 +343,12 @@ def main():
                      "every source applied to its end: %r" % (done(),))
             for s, (t, state, err) in done().items():
                 ck.eq((state, err), ("running", ""), "link of source %s" % s)
+            key = [k for k in m.apply_status() if k.endswith(srcs_bad)]
+            ck.check(wait_for(lambda: key and m.apply_status()[key[0]]["state"] == "stopped", 10, 0.1), "link of 'bad' stopped")
+            err = m.apply_status()[key[0]]["last_error"] if key else ""
+            ck.eq(err, "apply of 'bad' into 'a' stopped at 1600000000:2 (bad.$cmd): unsupported command 'frobnicate' on 'bad.$cmd'",
+                  "the stop names source, ts and reason")
+            ck.eq([d["_id"] for d in A.bad.c.find({})], [1], "entries before the bad one applied, none after")
 
             got = list(buckets.find({}))
             ck.eq(len(got), 10, "buckets after the 872 updates")

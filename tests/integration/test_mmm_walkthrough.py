@@ -201,7 +201,10 @@ def main():
 
         # a renamed collection and a whole database: compared document by document
         ca.src.c1.insert_many([{"_id": i, "k": i} for i in range(30)])
-        ca.src.c2.insert_many([{"_id": i} for i in range(5)])
+        ca.src.c2.insert_many([{"_id": i, "k": i} for i in range(5)])
+        ca.src.create_collection("capped", capped=True, size=65536)
+        ca.src.capped.insert_many([{"_id": i} for i in range(3)])
+        ca.src.c2.create_index([("k", 1)], name="k_1", unique=True)
         for argv in (["--src=server_a/test.foo", "--dst=server_b/test.renamed"],
                      ["--src=server_a/src.*", "--dst=server_b/dst.*"]):
             rc, out, err = mmm("test.yml", "replicate", *argv, "--copy-existing")
@@ -211,7 +214,12 @@ def main():
         ck.eq(rc, 0, "verify of renamed namespaces: %s%s" % (out, err))
         ck.eq(out, "ok    server_a/test.foo = server_b/test.renamed (50 documents)\n"
                    "ok    server_a/src.c1 = server_b/dst.c1 (30 documents)\n"
-                   "ok    server_a/src.c2 = server_b/dst.c2 (5 documents)\n", "verify output, renamed")
+                   "ok    server_a/src.c2 = server_b/dst.c2 (5 documents)\n"
+                   "ok    server_a/src.capped = server_b/dst.capped (3 documents)\n", "verify output, renamed")
+        opts = cb.dst.capped.options()
+        ck.check(opts.get("capped") is True and opts.get("size") == 65536, "collection options copied: %r" % opts)
+        ix = cb.dst.c2.index_information().get("k_1", {})
+        ck.check(ix.get("unique") is True, "unique index copied: %r" % ix)
         cb.dst.c1.delete_one({"_id": 3})
         cb.dst.c3.insert_one({"_id": "x"})
         rc, out, err = mmm("test.yml", "verify")

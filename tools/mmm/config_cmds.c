@@ -192,16 +192,90 @@ static int copy_batch(mongoc_client_t *dst, mongoc_collection_t *coll, const cha
 	return MMM_ESERVER;
 }
 
-static int copy_indexes(mongoc_collection_t *from, mongoc_client_t *dst, const char *ddb, const char *dcoll)
+/* Writes the DDL marker (oplog.h) naming database DDB with SRC as origin, so
+ * that the destination's capture gives SRC as origin to the DDL that follows
+ * (and a link back does not send it home). */
+static int ddl_marker(mongoc_client_t *dst, const uint8_t src[16], const char *ddb, uint64_t at)
 {
-	mongoc_cursor_t *cur = mongoc_collection_find_indexes_with_opts(from, NULL);
-	const bson_t *spec;
-	bson_t cmd = BSON_INITIALIZER, arr;
+	mongoc_collection_t *mc = mongoc_client_get_collection(dst, "mmm", "checkpoints");
+	bson_t sel = BSON_INITIALIZER, doc = BSON_INITIALIZER, opts = BSON_INITIALIZER;
 	bson_error_t err;
-	int n = 0, rc = 0;
+	char id[128];
+	int ok;
 
+	oplog_marker_id(src, src, "ddl", id, sizeof id);
+	BSON_APPEND_UTF8(&sel, "_id", id);
+	BSON_APPEND_UTF8(&doc, "_id", id);
+	BSON_APPEND_BINARY(&doc, "origin", BSON_SUBTYPE_UUID, src, 16);
+	BSON_APPEND_BINARY(&doc, "source", BSON_SUBTYPE_UUID, src, 16);
+	BSON_APPEND_TIMESTAMP(&doc, "ts", JNL_TS_SEC(at), JNL_TS_INC(at));
+	BSON_APPEND_UTF8(&doc, "cmd", ddb);
+	BSON_APPEND_BOOL(&opts, "upsert", true);
+	if (!(ok = mongoc_collection_replace_one(mc, &sel, &doc, &opts, NULL, &err)))
+		log_warnx("cannot write the ddl marker on the destination: %s", err.message);
+	mongoc_collection_destroy(mc);
+	bson_destroy(&sel);
+	bson_destroy(&doc);
+	bson_destroy(&opts);
+	return ok ? 0 : 1;
+}
+
+/* The options of collection COLL of SRC_DB ({} when none or absent) into OUT (initialised here). */
+static int source_options(mongoc_database_t *src_db, const char *coll, bson_t *out)
+{
+	bson_t *opts = BCON_NEW("filter", "{", "name", BCON_UTF8(coll), "}");
+	bson_error_t err;
+	mongoc_cursor_t *cur = mongoc_database_find_collections_with_opts(src_db, opts);
+	const bson_t *info;
+	bson_iter_t it;
+	int rc = 0;
+
+	bson_init(out);
+	if (mongoc_cursor_next(cur, &info) && bson_iter_init_find(&it, info, "options") &&
+	    BSON_ITER_HOLDS_DOCUMENT(&it)) {
+		const uint8_t *data;
+		uint32_t len;
+		bson_t o;
+		bson_iter_document(&it, &len, &data);
+		if (bson_init_static(&o, data, len))
+			bson_copy_to_excluding_noinit(&o, out, "uuid", NULL);
+	}
+	if (mongoc_cursor_error(cur, &err)) {
+		log_warnx("cannot read the options of collection '%s': %s", coll, err.message);
+		rc = 1;
+	}
+	mongoc_cursor_destroy(cur);
+	bson_destroy(opts);
+	return rc;
+}
+
+/* Gives DDB.DCOLL on the destination the shape of FROM: its options (when
+ * the destination does not have the collection yet) and its indexes, after a
+ * DDL marker naming SRC as origin. */
+static int copy_shape(mongoc_client_t *src, mongoc_collection_t *from, const char *sdb, const char *scoll,
+    mongoc_client_t *dst, const uint8_t src_id[16], const char *ddb, const char *dcoll, uint64_t at)
+{
+	mongoc_database_t *sd = mongoc_client_get_database(src, sdb), *dd = mongoc_client_get_database(dst, ddb);
+	mongoc_cursor_t *cur = NULL;
+	const bson_t *spec;
+	bson_t options, cmd = BSON_INITIALIZER, arr;
+	bson_error_t err;
+	char **names = NULL;
+	int n = 0, rc = 0, exists = 0;
+
+	bson_init(&options);
+	if ((rc = source_options(sd, scoll, &options)) != 0)
+		goto out;
+	if ((names = mmm_collection_names(dd, &err)) == NULL) {
+		log_warnx("cannot list collections of '%s' on the destination: %s", ddb, err.message);
+		rc = 1;
+		goto out;
+	}
+	for (size_t i = 0; names[i]; i++)
+		exists |= strcmp(names[i], dcoll) == 0;
 	BSON_APPEND_UTF8(&cmd, "createIndexes", dcoll);
 	BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &arr);
+	cur = mongoc_collection_find_indexes_with_opts(from, NULL);
 	while (mongoc_cursor_next(cur, &spec)) {
 		bson_iter_t it;
 		char k[16];
@@ -218,12 +292,37 @@ static int copy_indexes(mongoc_collection_t *from, mongoc_client_t *dst, const c
 		bson_append_document_end(&arr, &one);
 	}
 	bson_append_array_end(&cmd, &arr);
-	mongoc_cursor_destroy(cur);
-	if (n > 0 && !mongoc_client_command_simple(dst, ddb, &cmd, NULL, NULL, &err)) {
+	if (mongoc_cursor_error(cur, &err)) {
+		log_warnx("cannot read the indexes of %s.%s: %s", sdb, scoll, err.message);
+		rc = 1;
+		goto out;
+	}
+	if ((exists || bson_empty(&options)) && n == 0)
+		goto out;
+	if ((rc = ddl_marker(dst, src_id, ddb, at)) != 0)
+		goto out;
+	if (!exists && !bson_empty(&options)) {
+		bson_t create = BSON_INITIALIZER;
+		BSON_APPEND_UTF8(&create, "create", dcoll);
+		bson_concat(&create, &options);
+		if (!mongoc_client_command_simple(dst, ddb, &create, NULL, NULL, &err) && err.code != 48) {
+			log_warnx("cannot create %s.%s on the destination: %s", ddb, dcoll, err.message);
+			rc = 1;
+		}
+		bson_destroy(&create);
+	}
+	if (rc == 0 && n > 0 && !mongoc_client_command_simple(dst, ddb, &cmd, NULL, NULL, &err)) {
 		log_warnx("cannot create indexes on %s.%s: %s", ddb, dcoll, err.message);
 		rc = 1;
 	}
+out:
+	if (cur)
+		mongoc_cursor_destroy(cur);
+	bson_strfreev(names);
+	bson_destroy(&options);
 	bson_destroy(&cmd);
+	mongoc_database_destroy(sd);
+	mongoc_database_destroy(dd);
 	return rc;
 }
 
@@ -274,7 +373,7 @@ static int copy_collection(mongoc_client_t *src, mongoc_client_t *dst, const uin
 	to = mongoc_client_get_collection(dst, ddb, dcoll);
 	total = mongoc_collection_estimated_document_count(from, NULL, NULL, NULL, NULL);
 	memset(&err, 0, sizeof err);
-	if ((rc = copy_indexes(from, dst, ddb, dcoll)) != 0)
+	if ((rc = copy_shape(src, from, sdb, scoll, dst, src_id, ddb, dcoll, at)) != 0)
 		goto out;
 again:
 	cur = copy_cursor(from, at, snapshot);

@@ -14,7 +14,7 @@ from simlib import Sim, Checker, wait_for  # noqa: E402
 
 import bson  # noqa: E402
 import pymongo  # noqa: E402
-from bson import Int64, ObjectId, Timestamp  # noqa: E402
+from bson import Int64, ObjectId, Timestamp, Regex  # noqa: E402
 from bson.binary import Binary  # noqa: E402
 from bson.son import SON  # noqa: E402
 from pymongo import errors, ReturnDocument, CursorType  # noqa: E402
@@ -141,6 +141,9 @@ def test_crud(s, c):
     ck.eq(ids({"x": {"$type": "int"}})[:2], [1, 2], "$type alias")
     ck.eq(ids({"x": {"$type": "string"}}), [], "$type string")
     ck.eq(ids({"x": "3"}), [], "type bracketing")
+    ck.eq(ids({"tags.0": {"$regex": "^t[12]$"}}), [2, 4, 5, 7, 8, 10, 11], "$regex")
+    ck.eq(ids({"tags.0": Regex("^T\\d", "i")}), ids({"tags.0": {"$exists": True}}), "regex literal, \\d, i flag")
+    ck.eq(ids({"tags.0": {"$not": Regex("^t1")}})[:3], [1, 2, 3], "$not regex")
     ck.eq(ids({}, sort=[("x", -1)], skip=2, limit=3), [9, 8, 7], "sort skip limit")
     ck.eq(ids({}, sort=[("sub.k", 1), ("x", -1)], limit=3), [1, 10, 8], "sort missing first, compound")
     d = db.a.find_one({"_id": 3}, projection={"x": 1})

@@ -6,6 +6,7 @@
  */
 #include "sim.h"
 #include <math.h>
+#include <regex.h>
 #include <string.h>
 #include <stdlib.h>
 
@@ -331,25 +332,47 @@ static bool op_value(const char *op, const bson_iter_t *v, const bson_iter_t *ar
 	return false;
 }
 
-/* regular expressions: only literal substrings and ^/$ anchors */
+/* regular expressions through POSIX ERE, with the common PCRE escapes
+ * (\d \w \s and their negations) rewritten; flags i, m, s, x accepted */
 static bool regex_match(const bson_iter_t *v, const bson_iter_t *re)
 {
-	if (!BSON_ITER_HOLDS_UTF8(v)) return false;
-	const char *s = bson_iter_utf8(v, NULL), *pat, *opts;
-	char buf[512];
+	if (!BSON_ITER_HOLDS_UTF8(v) && !BSON_ITER_HOLDS_SYMBOL(v)) return false;
+	const char *s = BSON_ITER_HOLDS_UTF8(v) ? bson_iter_utf8(v, NULL) : bson_iter_symbol(v, NULL);
+	const char *pat, *opts = "";
 	if (BSON_ITER_HOLDS_REGEX(re)) pat = bson_iter_regex(re, &opts);
 	else if (BSON_ITER_HOLDS_UTF8(re)) pat = bson_iter_utf8(re, NULL);
 	else return false;
-	bool start = pat[0] == '^';
-	snprintf(buf, sizeof buf, "%s", pat + start);
-	size_t bl = strlen(buf);
-	bool end = bl && buf[bl - 1] == '$';
-	if (end) buf[--bl] = 0;
-	size_t sl = strlen(s);
-	if (start && end) return !strcmp(s, buf);
-	if (start) return !strncmp(s, buf, bl);
-	if (end) return sl >= bl && !strcmp(s + sl - bl, buf);
-	return strstr(s, buf) != NULL;
+	bson_string_t *b = bson_string_new(NULL);
+	for (const char *p = pat; *p; p++) {
+		if (p[0] == '\\' && p[1]) {
+			const char *rep = NULL;
+			switch (p[1]) {
+			case 'd': rep = "[0-9]"; break;
+			case 'D': rep = "[^0-9]"; break;
+			case 'w': rep = "[A-Za-z0-9_]"; break;
+			case 'W': rep = "[^A-Za-z0-9_]"; break;
+			case 's': rep = "[[:space:]]"; break;
+			case 'S': rep = "[^[:space:]]"; break;
+			}
+			if (rep) { bson_string_append(b, rep); p++; continue; }
+			char two[3] = { p[0], p[1], 0 };
+			bson_string_append(b, two);
+			p++;
+			continue;
+		}
+		bson_string_append_c(b, *p);
+	}
+	int flags = REG_EXTENDED | REG_NOSUB;
+	if (strchr(opts, 'i')) flags |= REG_ICASE;
+	if (strchr(opts, 'm')) flags |= REG_NEWLINE;
+	regex_t rx;
+	bool r = false;
+	if (regcomp(&rx, b->str, flags) == 0) {
+		r = regexec(&rx, s, 0, NULL, 0) == 0;
+		regfree(&rx);
+	}
+	bson_string_free(b, true);
+	return r;
 }
 
 static bool cb_none(const bson_iter_t *v, void *a)

@@ -47,10 +47,17 @@ int link_map_ns(const struct app_link *l, const char *ns, char *dst, size_t len)
 		size_t dbl = strlen(l->src_ns) - 1;          /* "db." */
 		if (strncmp(ns, l->src_ns, dbl) != 0 || ns[dbl] == '\0')
 			return 0;
-		if (is_db_pattern(l->dst_ns))
-			snprintf(dst, len, "%.*s%s", (int)(strlen(l->dst_ns) - 1), l->dst_ns, ns + dbl);
-		else
-			snprintf(dst, len, "%s", l->dst_ns);
+		if (is_db_pattern(l->dst_ns)) {
+			size_t ddl = strlen(l->dst_ns) - 1, rest = strlen(ns + dbl);
+			if (ddl + rest >= len)
+				return 0;
+			memcpy(dst, l->dst_ns, ddl);
+			memcpy(dst + ddl, ns + dbl, rest + 1);
+		} else {
+			if (strlen(l->dst_ns) >= len)
+				return 0;
+			memcpy(dst, l->dst_ns, strlen(l->dst_ns) + 1);
+		}
 		return 1;
 	}
 	if (strcmp(ns, l->src_ns) != 0)

@@ -93,6 +93,7 @@ static const char *code_name(int code)
 	case 256: return "TransactionCommitted";
 	case 17419: return "Location17419";
 	case 13: return "Unauthorized";
+	case 239: return "SnapshotTooOld";
 	case 10334: return "BSONObjectTooLarge";
 	default: {
 		/* assertion codes without a name are reported as Location<code> */
@@ -1295,6 +1296,52 @@ static int find_oplog(struct ctx *x, const bson_t *filter)
 	return 0;
 }
 
+/* readConcern {level: "snapshot", atClusterTime}: a find materialises its
+ * result at once, so it reads the state at the newest ts; an older
+ * atClusterTime is served only when nothing wrote to the namespace since,
+ * otherwise SnapshotTooOld (mongod keeps 5 minutes of history; callers fall
+ * back to a live read, as they must for older servers) */
+static int check_snapshot_read(struct ctx *x, const char *ns)
+{
+	bson_t rc;
+	bson_iter_t it;
+	if (!get_doc(x->cmd, "readConcern", &rc) || x->txn) return 0;
+	const char *level = get_str(&rc, "level");
+	if (!level || strcmp(level, "snapshot") || !bson_iter_init_find(&it, &rc, "atClusterTime") ||
+	    !BSON_ITER_HOLDS_TIMESTAMP(&it))
+		return 0;
+	uint32_t t, i;
+	bson_iter_timestamp(&it, &t, &i);
+	uint64_t at = (uint64_t)t << 32 | i;
+	if (at >= sim.oplog.last_ts) return 0;
+	char dbcmd[300];
+	const char *dot = strchr(ns, '.');
+	snprintf(dbcmd, sizeof dbcmd, "%.*s.$cmd", dot ? (int)(dot - ns) : 0, ns);
+	bool touched = at < sim.oplog.dropped_ts || (sim.oplog.n && sim_oplog_at(0)->ts > at);
+	for (size_t k = sim_oplog_after(at); k < sim.oplog.n && !touched; k++) {
+		struct sim_entry *e = sim_oplog_at(k);
+		bson_t d;
+		bson_init_static(&d, e->data, e->len);
+		const char *ens = get_str(&d, "ns");
+		if (!ens) continue;
+		if (!strcmp(ens, ns)) touched = true;
+		else if (!strcmp(ens, dbcmd)) {
+			/* DDL: does it name this collection? */
+			bson_t o;
+			bson_iter_t f;
+			if (!get_doc(&d, "o", &o) || !bson_iter_init(&f, &o) || !bson_iter_next(&f)) continue;
+			const char *cmdname = bson_iter_key(&f), *v = BSON_ITER_HOLDS_UTF8(&f) ? bson_iter_utf8(&f, NULL) : "";
+			const char *to = get_str(&o, "to");
+			if (!strcmp(cmdname, "dropDatabase") || !strcmp(v, dot ? dot + 1 : "") || !strcmp(v, ns) || (to && !strcmp(to, ns)))
+				touched = true;
+		}
+		else if (!strcmp(ens, "admin.$cmd") && memmem(e->data, e->len, ns, strlen(ns) + 1)) touched = true;
+	}
+	if (touched)
+		return err(x, 239, "Read timestamp Timestamp(%u, %u) is older than the oldest available timestamp.", t, i);
+	return 0;
+}
+
 static int cmd_find(struct ctx *x)
 {
 	const char *name = get_str(x->cmd, x->name);
@@ -1312,6 +1359,8 @@ static int cmd_find(struct ctx *x)
 	if (skip < 0) return err(x, E_BADVALUE, "skip value must be non-negative, but received: %lld", (long long)skip);
 	char ns[512];
 	snprintf(ns, sizeof ns, "%s.%s", x->db, name);
+	int src = check_snapshot_read(x, ns);
+	if (src) return src;
 	struct sim_coll *c = sim_coll_get(x->db, name);
 	bson_t **docs = NULL;
 	size_t n = 0;

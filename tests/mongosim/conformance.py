@@ -171,6 +171,15 @@ def test_crud(s, c):
     ck.eq(k["cursorsKilled"], [cid], "killCursors")
     ck.raises(lambda: db.command("getMore", cid, collection="a"), 43, "killed cursor is gone")
     ck.raises(lambda: db.command("find", "a", filter={"x": {"$bogus": 1}}), 2, "bad operator")
+    # point-in-time reads: served while nothing changed since, else SnapshotTooOld
+    at = s.last_ts()
+    rc = {"level": "snapshot", "atClusterTime": at}
+    ck.eq(len(db.command("find", "a", readConcern=rc)["cursor"]["firstBatch"]), 11, "snapshot read at the newest ts")
+    db.other.insert_one({"_id": 1})
+    ck.eq(len(db.command("find", "a", readConcern=rc)["cursor"]["firstBatch"]), 11, "snapshot read, other namespace written")
+    db.a.update_one({"_id": 1}, {"$set": {"later": 1}})
+    ck.raises(lambda: db.command("find", "a", readConcern=rc), 239, "SnapshotTooOld once the namespace changed")
+    db.a.update_one({"_id": 1}, {"$unset": {"later": 1}})
 
 
 def test_updates(s, c):

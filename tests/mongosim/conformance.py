@@ -146,6 +146,8 @@ def test_crud(s, c):
     ck.eq(ids({"tags.0": {"$not": Regex("^t1")}})[:3], [1, 2, 3], "$not regex")
     ck.eq(ids({}, sort=[("x", -1)], skip=2, limit=3), [9, 8, 7], "sort skip limit")
     ck.eq(ids({}, sort=[("sub.k", 1), ("x", -1)], limit=3), [1, 10, 8], "sort missing first, compound")
+    ck.eq(ids({"x": {"$lte": 4}}, sort=[("sub.arr", -1)]), [4, 3, 2, 1], "array sorts by its largest element descending")
+    ck.eq(ids({"x": {"$lte": 4}}, sort=[("sub.arr", 1)]), [1, 2, 3, 4], "array sorts by its smallest element ascending")
     d = db.a.find_one({"_id": 3}, projection={"x": 1})
     ck.eq(dict(d), {"_id": 3, "x": 3}, "inclusion projection")
     d = db.a.find_one({"_id": 3}, projection={"tags": 0, "sub": 0, "_id": 0})

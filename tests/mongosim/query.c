@@ -593,6 +593,25 @@ void sim_project(const bson_t *doc, const bson_t *proj, bson_t *out)
 
 /* ---- sort ---- */
 
+/* the sort key of a document for one field: an array sorts by its smallest
+ * element ascending and its largest descending (an empty array before null) */
+static bool sort_key(const bson_t *d, const char *path, int dir, bson_iter_t *out, bool *empty_arr)
+{
+	*empty_arr = false;
+	if (!sim_lookup(d, path, out)) return false;
+	if (!BSON_ITER_HOLDS_ARRAY(out)) return true;
+	bson_iter_t e, best;
+	bool have = false;
+	bson_iter_recurse(out, &e);
+	while (bson_iter_next(&e)) {
+		if (!have || (dir > 0 ? sim_cmp_iter(&e, &best) < 0 : sim_cmp_iter(&e, &best) > 0)) best = e;
+		have = true;
+	}
+	if (!have) { *empty_arr = true; return true; }
+	*out = best;
+	return true;
+}
+
 int sim_sort_cmp(const bson_t *a, const bson_t *b, const bson_t *sort)
 {
 	bson_iter_t it;
@@ -602,12 +621,19 @@ int sim_sort_cmp(const bson_t *a, const bson_t *b, const bson_t *sort)
 		int dir = sim_num(&it) < 0 ? -1 : 1;
 		if (!strcmp(k, "$natural")) continue;
 		bson_iter_t x, y;
-		bool hx = sim_lookup(a, k, &x), hy = sim_lookup(b, k, &y);
+		bool ex, ey;
+		bool hx = sort_key(a, k, dir, &x, &ex), hy = sort_key(b, k, dir, &y, &ey);
+		/* rank: empty array < missing == null < everything else */
+		int rx = !hx ? 1 : ex ? 0 : BSON_ITER_HOLDS_NULL(&x) ? 1 : 2;
+		int ry = !hy ? 1 : ey ? 0 : BSON_ITER_HOLDS_NULL(&y) ? 1 : 2;
 		int c;
-		if (!hx && !hy) c = 0;
-		else if (!hx) c = BSON_ITER_HOLDS_NULL(&y) ? 0 : (sim_canon(bson_iter_type(&y)) > 5 ? -1 : 1);
-		else if (!hy) c = BSON_ITER_HOLDS_NULL(&x) ? 0 : (sim_canon(bson_iter_type(&x)) > 5 ? 1 : -1);
-		else c = sim_cmp_iter(&x, &y);
+		if (rx != 2 || ry != 2) {
+			if (rx == 2 && sim_canon(bson_iter_type(&x)) < 5) c = -1;       /* MinKey */
+			else if (ry == 2 && sim_canon(bson_iter_type(&y)) < 5) c = 1;
+			else c = rx < ry ? -1 : rx > ry;
+		} else {
+			c = sim_cmp_iter(&x, &y);
+		}
 		if (c) return c * dir;
 	}
 	return 0;

@@ -78,7 +78,8 @@ def ts_tuple(ts):
 
 
 class Env:
-    def __init__(self, name):
+    def __init__(self, name, checker=None):
+        self.checker = checker      # kept (with logs shown) when it counted a failure
         self.tmp = tempfile.mkdtemp(prefix="mmm-%s-" % name)
         self.sims = []
         self.procs = []
@@ -140,6 +141,7 @@ class Env:
         return self
 
     def __exit__(self, *a):
-        if a[0] is not None:
+        ok = a[0] is None and not (self.checker and self.checker.failed)
+        if not ok:
             self.dump_logs()
-        self.close(a[0] is None)
+        self.close(ok)

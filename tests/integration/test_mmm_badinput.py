@@ -31,7 +31,7 @@ def main():
     closed_port = closed.getsockname()[1]
     closed.close()
     try:
-        with Env("badinput") as env:
+        with Env("badinput", ck) as env:
             a = env.sim("a")
             b = env.sim("b")
             ca, cb = a.client(), b.client()

@@ -85,7 +85,7 @@ def run_on_pty(argv, timeout=300):
 
 
 def main():
-    with Env("copy") as env:
+    with Env("copy", ck) as env:
         bug = bool(os.environ.get("MMM_COPY_BUG"))
         sa, sb, sc = (env.sim(n, ["--oplog-size-mb", "512"]) for n in "abc")
         ca, cb, cc = sa.client(), sb.client(), sc.client()

@@ -31,7 +31,7 @@ def source(st, name):
 
 
 def main():
-    with Env("status") as env:
+    with Env("status", ck) as env:
         a = env.sim("a")
         b = env.sim("b")
         ca, cb = a.client(), b.client()

@@ -78,7 +78,7 @@ class Site:
 
 
 def main():
-    with Env("twosite") as env:
+    with Env("twosite", ck) as env:
         sa, sb = env.sim("a"), env.sim("b")
         both = {"server_a": (ID_A, sa.uri), "server_b": (ID_B, sb.uri)}
         # each site's config names the other master at an address that answers

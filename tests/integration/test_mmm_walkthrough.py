@@ -77,7 +77,7 @@ def on_terminal(argv, prompt, answer, timeout=60):
 
 
 def main():
-    with Env("walkthrough") as env:
+    with Env("walkthrough", ck) as env:
         a = env.sim("a")
         b = env.sim("b")
         # test.yml as the config helper seeded it, with this test's ports

@@ -256,6 +256,8 @@ def test_updates(s, c):
     ck.eq(d["v"], 1, "returns post-image")
     d = f.find_one_and_replace({"_id": 1}, {"r": 1}, return_document=ReturnDocument.AFTER)
     ck.eq(dict(d), {"_id": 1, "r": 1}, "replace")
+    d = f.find_one_and_delete({}, sort=[("v", -1)])
+    ck.eq(d["_id"], 2, "delete with sort takes the first in order")
     d = f.find_one_and_delete({"_id": 1})
     ck.eq(d["_id"], 1, "delete returns doc")
     ck.eq(f.find_one({"_id": 1}), None, "deleted")
@@ -331,6 +333,29 @@ def test_ddl(s, c):
     ck.check("ui" not in byk["dropDatabase"], "dropDatabase has no ui")
     ck.eq(dict(byk["renameCollection"]["o"]), {"renameCollection": "ddl.c1", "to": "ddl.c2", "stayTemp": False}, "rename entry")
     ck.check("collectionOptions_old" in byk["collMod"]["o2"], "collMod o2")
+
+    section("more ddl")
+    d2 = c.ddl2
+    d2.src.insert_one({"_id": 1})
+    d2.dst.insert_one({"_id": 2})
+    dst_uuid = [x for x in d2.list_collections() if x["name"] == "dst"][0]["info"]["uuid"]
+    ck.raises(lambda: c.admin.command("renameCollection", "ddl2.src", to="ddl2.dst"), 48, "rename onto an existing target")
+    c.admin.command("renameCollection", "ddl2.src", to="ddl2.dst", dropTarget=True)
+    ck.eq(list(d2.dst.find()), [{"_id": 1}], "dropTarget replaced the target")
+    e = s.oplog({"o.renameCollection": "ddl2.src"})[-1]
+    ck.eq(e["o"].get("dropTarget"), dst_uuid, "rename entry names the dropped target's UUID")
+    d2.dst.create_index([("a", 1)])
+    d2.dst.create_index([("b", 1)])
+    d2.command("dropIndexes", "dst", index={"a": 1})
+    ck.eq([ix["name"] for ix in d2.dst.list_indexes()], ["_id_", "b_1"], "dropIndexes by key pattern")
+    d2.command("dropIndexes", "dst", index="*")
+    ck.eq([ix["name"] for ix in d2.dst.list_indexes()], ["_id_"], "dropIndexes '*'")
+    d2.command("create", "v", validator={"a": {"$exists": True}})
+    d2.command("collMod", "v", validator={"b": {"$exists": True}})
+    e = s.oplog({"o.collMod": "v"})[-1]
+    ck.eq(e["o2"]["collectionOptions_old"].get("validator"), {"a": {"$exists": True}}, "collMod o2 keeps the old validator")
+    opts = [x for x in d2.list_collections() if x["name"] == "v"][0]["options"]
+    ck.eq(opts.get("validator"), {"b": {"$exists": True}}, "collMod changed the options")
 
 
 def test_txn(s, c):
@@ -526,6 +551,11 @@ def test_applyops(s, c):
     ck.eq(dict(c.ao.c.find_one({"_id": 1})), {"_id": 1, "a": 2, "b": [1]}, "applyOps $v:2 diff applied")
     ents = s.oplog({"ts": {"$gt": before}})
     ck.eq([(e["op"], e["ns"]) for e in ents], [("c", "ao.$cmd"), ("c", "admin.$cmd")], "create + one applyOps entry")
+    c.admin.command("applyOps", [{"op": "u", "ns": "ao.c", "o": {"$v": 1, "$set": {"a": 3}}, "o2": {"_id": 1}},
+                                 {"op": "u", "ns": "ao.c", "o": {"_id": 1, "z": 1}, "o2": {"_id": 1}}])
+    ck.eq(dict(c.ao.c.find_one({"_id": 1})), {"_id": 1, "z": 1}, "applyOps $v:1 and replacement")
+    ck.raises(lambda: c.admin.command("applyOps", [{"op": "u", "ns": "ao.c", "o": {"$v": 2, "diff": {"u": {"q": 1}}}, "o2": {"_id": 99}}]),
+              4, "applyOps update of a missing document")
 
 
 def test_faults(s, c):

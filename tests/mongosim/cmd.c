@@ -756,18 +756,20 @@ static int not_primary(struct ctx *x)
 }
 
 /* common tail of insert/update/delete: write errors inside a transaction abort it */
+/* the WriteCommandReplyBase fields after n, in write_ops.idl order:
+ * electionId, opTime (a replica-set member's), writeErrors; write errors
+ * inside a transaction abort it */
 static void finish_batch(struct ctx *x, bson_t *werrs, uint32_t nerr)
 {
+	if (!x->txn) {
+		BSON_APPEND_OID(x->reply, "electionId", &sim.election_id);
+		append_optime(x->reply, "opTime", sim.oplog.last_ts, sim.term);
+	}
 	if (nerr) {
 		BSON_APPEND_ARRAY(x->reply, "writeErrors", werrs);
 		if (x->txn) txn_abort(x->txn);
 	}
 	bson_destroy(werrs);
-	if (!x->txn) {
-		/* a replica-set member's write reply carries the optime and election */
-		append_optime(x->reply, "opTime", sim.oplog.last_ts, sim.term);
-		BSON_APPEND_OID(x->reply, "electionId", &sim.election_id);
-	}
 }
 
 static int cmd_insert(struct ctx *x)
@@ -1076,10 +1078,10 @@ werr:
 		if (ordered || x->txn) break;
 	}
 	BSON_APPEND_INT32(x->reply, "n", n);
+	finish_batch(x, &werrs, nerr);
 	if (nups) BSON_APPEND_ARRAY(x->reply, "upserted", &upserted);
 	bson_destroy(&upserted);
 	BSON_APPEND_INT32(x->reply, "nModified", nmod);
-	finish_batch(x, &werrs, nerr);
 	return 0;
 }
 

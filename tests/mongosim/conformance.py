@@ -88,7 +88,9 @@ def test_crud(s, c):
     r = db.a.insert_one({"_id": 1, "x": 1})
     ck.eq(r.inserted_id, 1, "insert_one")
     r = db.command("insert", "z", documents=[{"_id": 1}])
-    ck.eq(list(r.keys())[:3], ["n", "opTime", "electionId"], "write reply carries opTime and electionId")
+    ck.eq(list(r.keys())[:3], ["n", "electionId", "opTime"], "write reply carries electionId and opTime (write_ops.idl order)")
+    r = db.command("update", "z", updates=[{"q": {"_id": 5}, "u": {"$set": {"a": 1}}, "upsert": True}])
+    ck.eq(list(r.keys())[:5], ["n", "electionId", "opTime", "upserted", "nModified"], "update reply field order")
     ck.eq(r["opTime"]["ts"], s.last_ts(), "write reply opTime is the write's")
     r = db.a.insert_many([{"_id": i, "x": i, "tags": ["t%d" % (i % 3), "all"], "sub": {"k": i % 2, "arr": [i, i + 1]}}
                           for i in range(2, 12)])

@@ -37,8 +37,6 @@ def writer(m, nm, errors):
                 t.other.insert_one({"_id": nm, "txn": True}, session=s)
                 t.docs.delete_one({"_id": ids[2]}, session=s)
         t.counters.update_one({"_id": nm}, {"$inc": {"c": 5}}, upsert=True)
-        t.docs.create_index([(nm, 1)], name="%s_idx" % nm)          # DDL from every master
-        t.create_collection("coll_" + nm)
     except Exception as e:  # noqa: BLE001
         errors.append("%s: %r" % (nm, e))
 
@@ -107,6 +105,15 @@ def run(n, sim_args):
             for t in th:
                 t.join()
             ck.eq(errors, [], "%s: writers" % label)
+            # DDL from every master, one master at a time: capture pairs apply's
+            # DDL marker with the commands of that database that follow it, so a
+            # local DDL on the same database inside that window would take the
+            # marker's origin (a known limit of the bracket, see the report)
+            for nm in m.names:
+                m.c[nm].test.docs.create_index([(nm, 1)], name="%s_idx" % nm)
+                m.c[nm].test.create_collection("coll_" + nm)
+                ck.check(wait_for(lambda: all("coll_" + nm in m.c[o].test.list_collection_names() for o in m.names), 30, 0.05),
+                         "%s: DDL of %s everywhere" % (label, nm))
             conv = m.wait_converged("test", 60)
             ck.check(conv, "%s: dbHash of test equal on every master" % label)
             docs = m.docs(m.names[0], "test", "docs")

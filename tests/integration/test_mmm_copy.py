@@ -97,6 +97,8 @@ def main():
         ca.test.small.insert_many([{"_id": i, "v": i} for i in range(1000)])
         rc, out, err = mmm(cfg, "replicate", "--src=server_a/test.small", "--dst=server_b/test.small", "--copy-existing")
         ck.eq(rc, 0, "copy of test.small: %s" % err)
+        ck.eq(err, "mmm: copied 1000 documents of test.small into test.small\n",
+              "nothing wrote to test.small since the link's start: copied from a snapshot there")
         ck.eq(cb.test.small.count_documents({}), 1000, "test.small copied")
         ca.test.small.insert_many([{"_id": 1000 + i} for i in range(10)])
         ca.test.small.update_many({"_id": {"$lt": 10}}, {"$set": {"after": 1}})
@@ -123,7 +125,11 @@ def main():
         ck.eq(rc, 0, "copy of test.big: %s" % shown[-500:])
         ck.check(re.search(r"\rcopying test\.big: 1000/1000\d\d documents\r", shown),
                  "progress line on a terminal: %r" % shown[:200])
-        ck.check(shown.count("\n") == 1, "the progress line is erased, one summary line remains: %r" % shown[-300:])
+        # test.big changed since the link's start: no snapshot there (mongosim
+        # keeps no history), so the live collection is copied
+        fallback = "mmm: no snapshot of test.big at " in shown
+        ck.check(shown.count("\n") == 1 + fallback, "the progress line is erased, the summary remains: %r"
+                 % shown[-300:])
         ck.check("copied " in shown and " documents of test.big into test.big" in shown, "summary line: %r" % shown[-300:])
         ck.check(during > 100, "writes went on during the copy: %d in %.1f s" % (during, secs))
         # writes go on a little after the copy, then stop
@@ -144,7 +150,8 @@ def main():
         ck.eq(rc, 0, "verify passes: %s%s" % (out[-2000:], err))
         ck.check("ok    server_a/test.big = %s/test.big" % dst in out, "verify checked test.big: %r" % out)
         ck.eq(run.term(), 0, "mmm run stops")
-        print("copy: %d documents in %.1f s with %d concurrent writes" % (N, secs, during))
+        print("copy: %d documents in %.1f s with %d concurrent writes%s" % (N, secs, during,
+                                                                           " (live read)" if fallback else ""))
     return ck.done()
 
 

@@ -326,23 +326,47 @@ out:
 	return rc;
 }
 
-/* A cursor over FROM: a snapshot as of AT (readConcern "snapshot" with
- * atClusterTime) when SNAPSHOT, else an ordinary read. */
-static mongoc_cursor_t *copy_cursor(mongoc_collection_t *from, uint64_t at, int snapshot)
+/* A cursor over all of SDB.SCOLL: a snapshot as of AT (a find with readConcern
+ * "snapshot" and atClusterTime) when SNAPSHOT, else an ordinary read.  NULL
+ * with ERR set when the server refused the find. */
+static mongoc_cursor_t *copy_cursor(mongoc_client_t *src, const char *sdb, const char *scoll, uint64_t at,
+    int snapshot, bson_error_t *err)
 {
-	bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER, rc;
-	mongoc_cursor_t *cur;
+	mongoc_server_description_t *sd;
+	bson_t cmd = BSON_INITIALIZER, rc, reply, *opts;
+	mongoc_cursor_t *cur = NULL;
+	uint32_t sid;
 
-	if (snapshot) {
-		BSON_APPEND_DOCUMENT_BEGIN(&opts, "readConcern", &rc);
-		BSON_APPEND_UTF8(&rc, "level", "snapshot");
-		BSON_APPEND_TIMESTAMP(&rc, "atClusterTime", JNL_TS_SEC(at), JNL_TS_INC(at));
-		bson_append_document_end(&opts, &rc);
+	if (!snapshot) {
+		mongoc_collection_t *from = mongoc_client_get_collection(src, sdb, scoll);
+		bson_t filter = BSON_INITIALIZER, o = BSON_INITIALIZER;
+		BSON_APPEND_INT32(&o, "batchSize", 1000);
+		cur = mongoc_collection_find_with_opts(from, &filter, &o, NULL);
+		mongoc_collection_destroy(from);
+		bson_destroy(&filter);
+		bson_destroy(&o);
+		return cur;
 	}
-	BSON_APPEND_INT32(&opts, "batchSize", 1000);
-	cur = mongoc_collection_find_with_opts(from, &filter, &opts, NULL);
-	bson_destroy(&filter);
-	bson_destroy(&opts);
+	/* the driver's own find would drop atClusterTime: send the command, then
+	 * follow its cursor on the same server */
+	if ((sd = mongoc_client_select_server(src, false, NULL, err)) == NULL)
+		return NULL;
+	sid = mongoc_server_description_id(sd);
+	mongoc_server_description_destroy(sd);
+	BSON_APPEND_UTF8(&cmd, "find", scoll);
+	BSON_APPEND_INT32(&cmd, "batchSize", 1000);
+	BSON_APPEND_DOCUMENT_BEGIN(&cmd, "readConcern", &rc);
+	BSON_APPEND_UTF8(&rc, "level", "snapshot");
+	BSON_APPEND_TIMESTAMP(&rc, "atClusterTime", JNL_TS_SEC(at), JNL_TS_INC(at));
+	bson_append_document_end(&cmd, &rc);
+	if (mongoc_client_command_simple_with_server_id(src, sdb, &cmd, NULL, sid, &reply, err)) {
+		opts = BCON_NEW("serverId", BCON_INT64(sid));
+		cur = mongoc_cursor_new_from_command_reply_with_opts(src, &reply, opts);   /* takes REPLY */
+		bson_destroy(opts);
+	} else {
+		bson_destroy(&reply);
+	}
+	bson_destroy(&cmd);
 	return cur;
 }
 
@@ -376,7 +400,13 @@ static int copy_collection(mongoc_client_t *src, mongoc_client_t *dst, const uin
 	if ((rc = copy_shape(src, from, sdb, scoll, dst, src_id, ddb, dcoll, at)) != 0)
 		goto out;
 again:
-	cur = copy_cursor(from, at, snapshot);
+	if ((cur = copy_cursor(src, sdb, scoll, at, snapshot, &err)) == NULL) {
+		/* no snapshot at AT here (standalone, before 5.0, or written since) */
+		log_info("no snapshot of %s at %s on the source (%s): copying the live collection; the journal "
+		    "from %s on makes up for it", sns, jnl_ts_str(at, ts, sizeof ts), err.message, ts);
+		snapshot = 0;
+		goto again;
+	}
 	while (rc == 0 && mongoc_cursor_next(cur, &doc)) {
 		batch[n++] = bson_copy(doc);
 		if (n == 1000) {
@@ -395,8 +425,8 @@ again:
 			bson_destroy(batch[i]);
 		n = 0;
 		if (snapshot) {
-			/* no snapshot at AT here (standalone, < 5.0, or the copy outlived the
-			 * server's snapshot history): copy again from the live collection */
+			/* the copy outlived the server's snapshot history: copy again from
+			 * the live collection */
 			if (tty)
 				fprintf(stderr, "\r\033[K");
 			log_info("no snapshot of %s at %s on the source (%s): copying the live collection; the journal "

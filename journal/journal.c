@@ -19,6 +19,7 @@
 #include "hash.h"
 #include "journal.h"
 #include "log.h"
+#include "util.h"
 
 #define JNL_MAPSIZE_DEFAULT ((size_t)256 << 20)
 
@@ -33,20 +34,6 @@ struct jnl {
 	 * holds it exclusively (mdb_env_set_mapsize needs no live transaction). */
 	pthread_rwlock_t resize;
 };
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* ---- transactions ------------------------------------------------------ */
 
@@ -294,7 +281,7 @@ static int meta_init(struct jnl *j, MDB_txn *t)
 	v.mv_data = j->uuid;
 	if ((rc = mdb_put(t, j->meta, &k, &v, 0)) != 0)
 		return rc;
-	put64(buf, (uint64_t)now_ms());
+	put64(buf, (uint64_t)mmm_wall_ms());
 	k.mv_size = 7;
 	k.mv_data = "created";
 	v.mv_size = 8;
@@ -653,7 +640,7 @@ int jnl_writer_add_trusted(struct jnl_writer *w, const uint8_t *bson, size_t len
 	}
 	if (w->count == 0) {
 		w->first_ts = ts;
-		w->opened = mono_ms();
+		w->opened = mmm_mono_ms();
 	}
 	memcpy(w->raw + w->raw_len, bson, len);
 	w->last_off = w->raw_len;
@@ -781,7 +768,7 @@ int jnl_writer_flush(struct jnl_writer *w)
 }
 
 size_t jnl_writer_open_entries(const struct jnl_writer *w) { return w->count; }
-int64_t jnl_writer_open_age_ms(const struct jnl_writer *w) { return w->count ? mono_ms() - w->opened : 0; }
+int64_t jnl_writer_open_age_ms(const struct jnl_writer *w) { return w->count ? mmm_mono_ms() - w->opened : 0; }
 size_t jnl_writer_sealed_bytes(const struct jnl_writer *w) { return w->sealed_bytes; }
 uint64_t jnl_writer_last_ts(const struct jnl_writer *w) { return w->count ? w->last_ts : w->prev_ts; }
 

@@ -211,10 +211,10 @@ static int pipe_start(struct cap_pipe *p, struct jnl *j, const uint8_t source[16
 	if ((rc = jnl_writer_new(j, source, &p->w)) != 0)
 		return rc;
 	p->cur = p->pool[--p->npool];
-	if (pthread_create(&p->thread, NULL, writer_main, p) != 0) {
+	if ((rc = pthread_create(&p->thread, NULL, writer_main, p)) != 0) {
 		jnl_writer_free(p->w);
 		p->w = NULL;
-		return errno ? errno : EAGAIN;
+		return rc;
 	}
 	pthread_setname_np(p->thread, "cap-writer");
 	return 0;

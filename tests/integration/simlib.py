@@ -9,7 +9,8 @@
     ck = Checker("name"); ck.check(cond, "what"); ck.eq(a, b, "what"); sys.exit(ck.done())
 
 Environment: MMM_BIN (directory holding mongosim; default <repo>/build/bin).
-Every Sim keeps its server's stderr in sim.log_path.
+Every Sim keeps its server's stderr in sim.log_path (removed when the test
+process exits, unless MMM_KEEP_LOGS is set).
 """
 import os
 import select
@@ -27,12 +28,21 @@ MONGOSIM = os.path.join(BIN, "mongosim")
 _live = []
 
 
+_logs = []
+
+
 def _cleanup_all():
     for s in list(_live):
         try:
             s.stop()
         except Exception:
             pass
+    if not os.environ.get("MMM_KEEP_LOGS"):
+        for p in _logs:
+            try:
+                os.unlink(p)
+            except OSError:
+                pass
 
 
 import atexit  # noqa: E402
@@ -52,6 +62,7 @@ class Sim:
         self._clients = []
         fd, self.log_path = tempfile.mkstemp(prefix="mongosim-", suffix=".log")
         os.close(fd)
+        _logs.append(self.log_path)
         if start:
             self.start()
 

@@ -13,7 +13,8 @@
  *
  * Servers get --enable-faults and die with the test process (PR_SET_PDEATHSIG);
  * any still running at exit() are stopped.  MMM_BIN names the directory that
- * holds mongosim (default build/bin).  Server stderr goes to s.log.
+ * holds mongosim (default build/bin).  Server stderr goes to s.log, removed
+ * by support_sim_stop unless MMM_KEEP_LOGS is set.
  */
 #ifndef MMM_TEST_SUPPORT_H
 #define MMM_TEST_SUPPORT_H

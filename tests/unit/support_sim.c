@@ -129,6 +129,7 @@ int support_sim_stop(struct support_sim *s)
 	for (int i = 0; i < s->nargs; i++) free(s->args[i]);
 	s->nargs = 0;
 	forget(s);
+	if (s->log[0] && !getenv("MMM_KEEP_LOGS")) unlink(s->log);
 	return rc;
 }
 

@@ -619,16 +619,35 @@ static int dup_error(struct ctx *x, struct sim_coll *c, const bson_t *spec, cons
 	return E_DUPKEY;
 }
 
+/* is doc in the index? sparse indexes skip documents without any key
+ * field, partial indexes those not matching partialFilterExpression */
+static bool index_covers(const bson_t *spec, const bson_t *doc)
+{
+	bson_t pfe, key;
+	if (get_doc(spec, "partialFilterExpression", &pfe)) {
+		const char *e = NULL;
+		if (!sim_match(doc, &pfe, &e)) return false;
+	}
+	if (get_bool(spec, "sparse", false) && get_doc(spec, "key", &key)) {
+		bson_iter_t k, v;
+		bson_iter_init(&k, &key);
+		while (bson_iter_next(&k))
+			if (sim_lookup(doc, bson_iter_key(&k), &v)) return true;
+		return false;
+	}
+	return true;
+}
+
 static int check_unique(struct ctx *x, struct sim_coll *c, const bson_t *doc, long self)
 {
 	for (size_t i = 1; i < c->nidx; i++) {
-		if (!index_unique(c->indexes[i])) continue;
+		if (!index_unique(c->indexes[i]) || !index_covers(c->indexes[i], doc)) continue;
 		bson_t kv = BSON_INITIALIZER;
 		index_key_value(c->indexes[i], doc, &kv);
 		for (size_t s = 0; s < c->nslots; s++) {
 			if ((long)s == self) continue;
 			const bson_t *d = sim_visible(&c->slots[s], x->txn);
-			if (!d) continue;
+			if (!d || !index_covers(c->indexes[i], d)) continue;
 			bson_t ok = BSON_INITIALIZER;
 			index_key_value(c->indexes[i], d, &ok);
 			bool same = sim_cmp_docs(bson_get_data(&kv), kv.len, bson_get_data(&ok), ok.len) == 0;
@@ -2158,12 +2177,12 @@ static int cmd_createindexes(struct ctx *x)
 		if (!index_unique(news[k])) continue;
 		for (size_t a = 0; a < c->nslots && !rc; a++) {
 			const bson_t *da = sim_visible(&c->slots[a], NULL);
-			if (!da) continue;
+			if (!da || !index_covers(news[k], da)) continue;
 			bson_t ka = BSON_INITIALIZER;
 			index_key_value(news[k], da, &ka);
 			for (size_t b = a + 1; b < c->nslots && !rc; b++) {
 				const bson_t *db = sim_visible(&c->slots[b], NULL);
-				if (!db) continue;
+				if (!db || !index_covers(news[k], db)) continue;
 				bson_t kb = BSON_INITIALIZER;
 				index_key_value(news[k], db, &kb);
 				if (sim_cmp_docs(bson_get_data(&ka), ka.len, bson_get_data(&kb), kb.len) == 0)

@@ -29,6 +29,12 @@ MJ = os.path.join(BIN, "mmm-journal")
 CAPTURE = os.path.join(BIN, "mmm-capture")
 APPLY = os.path.join(BIN, "mmm-apply")
 
+# libmongoc maps /dev/shm/mongoc-<pid> for its counters; a process killed
+# earlier leaves its file behind, and a later process that gets the same pid
+# prints "Falling back to malloc for counters" on stderr.  The counters are
+# not needed here.
+os.environ.setdefault("MONGOC_DISABLE_SHM", "1")
+
 ID_A = "2c88ae84-7cb9-40f7-835d-c05e981f564d"
 ID_B = "0d9c284b-b47c-40b5-932c-547b8685edd0"
 ID_C = "a1b2c3d4-0000-4000-8000-00000000000c"

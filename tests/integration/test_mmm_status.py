@@ -2,7 +2,7 @@
 link the fields the issue names; with capture and apply run as separate
 processes, a link's lag grows while apply is stopped (writes go on) and falls
 back once it restarts; status works while the daemons run and after they
-stopped.
+stopped; daemons killed without a word show as stale.
 """
 import json
 import os
@@ -129,6 +129,19 @@ def main():
         ck.eq(link(st)["state"], "stopped", "link state once apply stopped")
         ck.eq(link(st)["conflicts"], 0, "no conflicts")
         ck.eq(link(st)["last_error"], "", "no error")
+
+        # daemons that died without a word: their last "running" goes stale
+        cap = env.daemon([CAPTURE, "-c", cfg], "capture3.log")
+        app = env.daemon([APPLY, "-c", cfg], "apply3.log")
+        ck.check(wait_for(lambda: link(status(cfg))["state"] == "running" and
+                          source(status(cfg), "server_a")["state"] == "running", 30, 0.1), "running again")
+        cap.kill()
+        app.kill()
+        ck.check(wait_for(lambda: link(status(cfg))["state"] == "stale" and
+                          source(status(cfg), "server_a")["state"] == "stale", 30, 0.2),
+                 "killed daemons show as stale: %r" % status(cfg))
+        rc, out, err = mmm(cfg, "status")
+        ck.check(rc == 0 and "stale" in out and "(no update for" in out, "status text says stale: %r" % out)
     return ck.done()
 
 

@@ -175,6 +175,13 @@ def main():
         log = run.log()
         ck.check("running:" in log and "stopped" in log, "run logs start and stop: %r" % log[-500:])
 
+        # run --server: only that server's capture and apply
+        one = env.daemon([MMM, "-c", "test.yml", "run", "--server", "server_b"], "run_b.log")
+        ck.check(wait_for(lambda: "running: capturing 1 server, applying into 1," in one.log(), 30, 0.05),
+                 "run --server server_b runs one capture and one apply: %r" % one.log())
+        ck.eq(one.term(), 0, "run --server stops cleanly")
+        ck.check("into 'server_a'" not in one.log(), "run --server server_b applies only into server_b: %r" % one.log())
+
         # verify finds a difference made while nothing runs, and names it
         cb.test.foo.update_one({"_id": 7}, {"$set": {"drift": 1}})
         cb.test.foo.insert_one({"_id": "only-b"})

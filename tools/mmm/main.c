@@ -36,8 +36,12 @@ static const char *const sub_help[][2] = {
 	    "Stores a link on the destination server: NS is db.coll, or db.* for a whole\n"
 	    "database.  --ops limits it to inserts, updates, deletes, commands (default iudc).\n"
 	    "--forward also passes on what the source received from other masters.\n"
-	    "--copy-existing first copies the documents (and indexes) the source has now.\n"
-	    "Replication of the link starts at the source's newest oplog entry.\n" },
+	    "--copy-existing first copies the collection (options, indexes, documents) as\n"
+	    "of the link's start: a snapshot there where the server offers one, else the\n"
+	    "live collection, which the journal replayed from the start then catches up.\n"
+	    "A new link starts at the source's newest oplog entry (an unreachable source:\n"
+	    "where this site's journal ends); replicating an existing link again keeps\n"
+	    "its start.\n" },
 	{ "run", "usage: mmm -c FILE run [-s|--server NAME]...\n"
 	    "Captures every captured server into the journal and applies the journal into\n"
 	    "every destination, in one process, until SIGTERM or SIGINT.\n" },

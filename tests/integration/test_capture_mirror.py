@@ -17,6 +17,7 @@ show them).
 Also: -n, SIGHUP reopening --log-file, SIGTERM exit 0, status in stat,
 identity refusal when a source is pointed at another replica set.
 """
+import atexit
 import json
 import os
 import random
@@ -67,7 +68,27 @@ def write_config(path, servers, jdir):
         f.write("journal:\n  path: %s\n" % jdir)
 
 
+_captures = []
+
+
+def _kill_captures():
+    for c in _captures:
+        if c.p.poll() is None:
+            c.p.kill()
+            c.p.wait()
+        if not ck.failed:
+            try:
+                os.unlink(c.log)
+            except OSError:
+                pass
+
+
+atexit.register(_kill_captures)
+
+
 class Capture:
+    """One mmm-capture process; killed at exit whatever happens."""
+
     def __init__(self, cfg, args=(), env=None, log=None):
         e = dict(os.environ)
         e.update(env or {})
@@ -75,6 +96,7 @@ class Capture:
         self._f = open(self.log, "ab")
         self.p = subprocess.Popen([CAPTURE, "-c", cfg] + list(args), stdout=self._f, stderr=self._f,
                                   stdin=subprocess.DEVNULL, env=e)
+        _captures.append(self)
 
     def stop(self, sig=signal.SIGTERM, timeout=20):
         if self.p.poll() is None:

@@ -329,6 +329,13 @@ def main():
                            stderr=subprocess.PIPE)
         ck.eq(p.returncode, 2, "unknown --server exit status")
         ck.check(b"unknown server 'nope'" in p.stderr, "unknown --server message: %r" % p.stderr)
+        p = subprocess.run([CAPTURE, "-c", cfg, "--server", "nope", "-n", "--log-format", "json"],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            line = json.loads(p.stderr.decode().splitlines()[0])
+        except (ValueError, IndexError):
+            line = {}
+        ck.check("unknown server 'nope'" in line.get("msg", ""), "--log-format json: %r" % p.stderr)
 
         for s in (a, b):
             s.client().wl.pre.insert_one({"before": 1})

@@ -1057,7 +1057,15 @@ int cap_run(const struct cfg *cfg, struct jnl *j, const size_t *servers, size_t 
 		failed |= cs[i].failed;
 	}
 	free(cs);
-	if (failed || atomic_load(&fatal))
+	/* A journal failure is always 1.  A stop request is 0 even when a source
+	 * had stopped earlier (its gap or refusal was logged and is in its
+	 * status); without one, capture ends only when no source is left. */
+	if (atomic_load(&fatal))
 		return 1;
-	return *stop ? 0 : 1;
+	if (*stop) {
+		if (failed)
+			log_info("a source had stopped on an error before: see 'mmm-journal stat'");
+		return 0;
+	}
+	return 1;
 }

@@ -35,9 +35,9 @@ struct cap_options {
 };
 
 /* Captures the servers at indexes SERVERS of CFG into J until *STOP becomes
- * non-zero (then flushes and returns 0) or no source is left running
- * (returns 1: a gap, a changed identity, or a journal failure; each was
- * logged).  Call mongoc_init() first. */
+ * non-zero (then flushes and returns 0, or 1 after a journal failure) or no
+ * source is left running (returns 1: a gap, a changed identity, or a
+ * journal failure; each was logged).  Call mongoc_init() first. */
 int cap_run(const struct cfg *cfg, struct jnl *j, const size_t *servers, size_t n,
     const struct cap_options *opt, volatile sig_atomic_t *stop);
 

@@ -41,10 +41,10 @@ static void usage(FILE *f)
 	    "      --log-file FILE   append the log to FILE (reopened on SIGHUP)\n"
 	    "  -h, --help            this help\n"
 	    "\n"
-	    "SIGTERM or SIGINT flush the current block and exit 0 (1 when a source\n"
-	    "had stopped on an error before). Exit 1 when no source is left running\n"
-	    "(a gap, a changed replica set, a journal failure), 2 on bad usage or\n"
-	    "configuration. SIGHUP reopens --log-file.\n");
+	    "SIGTERM or SIGINT flush the current block and exit 0 (1 after a journal\n"
+	    "failure). Exit 1 when no source is left running (a gap, a changed\n"
+	    "replica set, a journal failure), 2 on bad usage or configuration.\n"
+	    "SIGHUP reopens --log-file.\n");
 }
 
 static void install_signals(void)

@@ -168,7 +168,6 @@ def lag_figure(tmp):
                         time.sleep(d)
 
             th = threading.Thread(target=writer)
-            t0 = time.monotonic()
             th.start()
             time.sleep(1.0)       # let the workload reach its pace
             w0, t1 = written[0], time.monotonic()
@@ -177,7 +176,6 @@ def lag_figure(tmp):
             rate = (written[0] - w0) / (time.monotonic() - t1)
             stop.set()
             th.join()
-            del t0
             if p.returncode != 0:
                 raise Failed("capture_wait --lag failed")
             f = p.stdout.split()

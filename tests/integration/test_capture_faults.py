@@ -18,7 +18,6 @@ import atexit
 import json
 import os
 import random
-import re
 import shutil
 import signal
 import subprocess
@@ -340,7 +339,6 @@ def chain_crash_test(tmp):
                     upsert=True, session=s)
                 # more blocks than capture commits at once (its queue holds 8)
                 c.wc.t.insert_many([{"_id": i, "pad": "c" * 100} for i in range(10000)], session=s)
-        end = a.last_ts()
         # (with one op per entry, the chain's head may hold only the implicit
         # `create` of mmm.checkpoints, before the marker: it writes nothing
         # that apply would ever apply, and capture cannot know its origin yet)
@@ -363,7 +361,6 @@ def chain_crash_test(tmp):
                  % (len(bad), len(chain), bad[:1]))
         own = [ts_key(r) for r in kept_oplog(a) if bson.BSON(r).decode()["ns"] == "wc.t"]
         ck.check(own and org.get(own[0]) == sid, "chain: the source's own entry")
-        del end
 
 
 # ---- acceptance 3 ----

@@ -46,7 +46,6 @@ import bson  # noqa: E402
 from bson.codec_options import CodecOptions  # noqa: E402
 from bson.raw_bson import RawBSONDocument  # noqa: E402
 from bson.timestamp import Timestamp  # noqa: E402
-import pymongo  # noqa: E402
 from pymongo import ReturnDocument  # noqa: E402
 
 BIN = os.environ.get("MMM_BIN") or os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(

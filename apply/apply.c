@@ -199,6 +199,34 @@ struct chain {                 /* an open partialTxn chain or prepared transacti
 };
 
 struct app;
+struct pair;
+
+/* A worker commits the batches of the documents that hash to it, on its
+ * own connection and session, with its own marker "mmm:<origin>:<source>:w<N>"
+ * and so its own checkpoint (the minimum over the workers is where a
+ * restart reads from; each skips what its own checkpoint covers). */
+struct worker {
+	struct pair *p;
+	int idx;
+	char name[16];                 /* "w<N>" */
+	mongoc_client_t *client;
+	mongoc_client_session_t *sess; /* every transaction of the worker runs on it */
+	bson_t *lsid;                  /* its lsid, recorded in the status */
+	int upserts;                   /* write inserts as upserts (after a duplicate key) */
+	uint64_t ckpt_ts, skip_ts;     /* its checkpoint; entries up to skip_ts are applied (at start) */
+	struct tr_list batch;          /* being filled by the pair thread */
+	uint8_t batch_origin[16];
+	size_t batch_bytes;
+	/* the committer thread commits one batch while the pair thread reads on */
+	pthread_t thread;
+	int started, job;
+	struct tr_list cbatch;         /* being committed */
+	uint8_t c_origin[16];
+	uint64_t c_last_ts, c_from;
+	struct docset docs;
+};
+
+#define MAX_WORKERS 64
 
 struct pair {
 	struct app *app;
@@ -208,6 +236,7 @@ struct pair {
 	pthread_t thread;
 	int started, done, failed;
 	pthread_mutex_t mu;
+	pthread_mutex_t smu;           /* status writes (every worker records its session) */
 	struct app_link *links;        /* guarded by mu; replaced by the destination thread */
 	size_t nlinks;
 	int links_gen;
@@ -215,29 +244,18 @@ struct pair {
 	struct app_link *my_links;
 	size_t my_nlinks;
 	int my_gen;
-	mongoc_client_t *client;
-	mongoc_client_session_t *sess; /* every transaction of the pair runs on it */
-	int upserts;                   /* write inserts as upserts (after a duplicate key) */
+	mongoc_client_t *client;       /* = workers[0].client; the pair thread uses it when all are idle */
+	struct worker workers[MAX_WORKERS];
+	int nworkers;
 	bson_t *noval, *upsert_noval;  /* bulk options: {validate: false}, {upsert, validate: false} */
-	bson_t *lsid;                  /* its lsid, recorded in the status */
-	bson_t *old_lsid;              /* the previous process's, killed at start */
-	uint64_t ckpt_ts;              /* the destination holds everything up to here */
+	bson_t *old_lsids;             /* the previous process's sessions, killed at start */
+	uint64_t ckpt_ts;              /* the oldest worker checkpoint (status) */
 	uint64_t consumed_ts;          /* read up to here */
 	int64_t consumed_wall;
 	struct chain chains[MAX_CHAINS];
-	struct tr_list batch;          /* being filled by the pair thread */
-	uint8_t batch_origin[16];
-	uint64_t batch_last_ts;
-	size_t batch_bytes;
-	uint64_t skip_ts;              /* entries up to here are on the destination (at start) */
-	/* the committer thread commits one batch while the pair thread reads the next */
-	pthread_t committer;
-	int cstarted, job, quit;
-	pthread_cond_t cv;
-	struct tr_list cbatch;         /* being committed */
-	uint8_t c_origin[16];
-	uint64_t c_last_ts, c_from;
-	struct docset docs;
+	uint64_t batch_last_ts;        /* the last entry read (a hand-over checkpoints it) */
+	int quit;
+	pthread_cond_t cv;             /* with mu: workers' jobs */
 	const char *state;
 	char last_error[768];
 	uint64_t applied_entries;
@@ -259,7 +277,16 @@ struct app {
 	atomic_int fatal;
 };
 
+static void pair_status_locked(struct pair *p);
+
 static void pair_status(struct pair *p)
+{
+	pthread_mutex_lock(&p->smu);
+	pair_status_locked(p);
+	pthread_mutex_unlock(&p->smu);
+}
+
+static void pair_status_locked(struct pair *p)
 {
 	char key[96], ts[32];
 	struct jnl_source src;
@@ -277,6 +304,13 @@ static void pair_status(struct pair *p)
 	BSON_APPEND_UTF8(&doc, "state", p->state);
 	BSON_APPEND_TIMESTAMP(&doc, "applied_ts", JNL_TS_SEC(p->consumed_ts), JNL_TS_INC(p->consumed_ts));
 	BSON_APPEND_DATE_TIME(&doc, "applied_wall", p->consumed_wall);
+	{
+		uint64_t ck = UINT64_MAX;
+		for (int k = 0; k < p->nworkers; k++)
+			if (p->workers[k].ckpt_ts < ck)
+				ck = p->workers[k].ckpt_ts;
+		p->ckpt_ts = ck == UINT64_MAX ? 0 : ck;
+	}
 	BSON_APPEND_TIMESTAMP(&doc, "checkpoint_ts", JNL_TS_SEC(p->ckpt_ts), JNL_TS_INC(p->ckpt_ts));
 	BSON_APPEND_DOUBLE(&doc, "lag_s", lag);
 	BSON_APPEND_INT64(&doc, "entries", (int64_t)p->applied_entries);
@@ -291,8 +325,16 @@ static void pair_status(struct pair *p)
 	bson_append_array_end(&doc, &arr);
 	BSON_APPEND_DATE_TIME(&doc, "updated", wall_ms());
 	BSON_APPEND_INT32(&doc, "pid", (int32_t)getpid());
-	if (p->lsid)
-		BSON_APPEND_DOCUMENT(&doc, "lsid", p->lsid);
+	BSON_APPEND_INT32(&doc, "workers", p->nworkers);
+	BSON_APPEND_ARRAY_BEGIN(&doc, "lsids", &arr);
+	for (int i = 0, n = 0; i < MAX_WORKERS; i++) {
+		char k[24];
+		if (p->workers[i].lsid) {
+			snprintf(k, sizeof k, "%d", n++);
+			BSON_APPEND_DOCUMENT(&arr, k, p->workers[i].lsid);
+		}
+	}
+	bson_append_array_end(&doc, &arr);
 	jnl_status_put(p->app->j, app_status_key(p->dst->uuid, p->src, key, sizeof key), &doc);
 	bson_destroy(&doc);
 	p->status_at = mono_ms();
@@ -358,27 +400,29 @@ static int is_transient(const bson_error_t *e, const bson_t *reply)
  * before it is used, so that after a crash the next process can kill the
  * transaction this one may have left open (a server keeps it, and its
  * document locks, for transactionLifetimeLimitSeconds). */
-static mongoc_client_session_t *pair_session(struct pair *p, bson_error_t *err)
+static mongoc_client_session_t *pair_session(struct worker *w, bson_error_t *err)
 {
-	if (p->sess == NULL) {
-		if ((p->sess = mongoc_client_start_session(p->client, NULL, err)) == NULL)
+	if (w->sess == NULL) {
+		if ((w->sess = mongoc_client_start_session(w->client, NULL, err)) == NULL)
 			return NULL;
-		if (p->lsid)
-			bson_destroy(p->lsid);
-		p->lsid = bson_copy(mongoc_client_session_get_lsid(p->sess));
-		pair_status(p);
+		pthread_mutex_lock(&w->p->smu);
+		if (w->lsid)
+			bson_destroy(w->lsid);
+		w->lsid = bson_copy(mongoc_client_session_get_lsid(w->sess));
+		pair_status_locked(w->p);
+		pthread_mutex_unlock(&w->p->smu);
 	}
-	return p->sess;
+	return w->sess;
 }
 
-static void pair_drop_session(struct pair *p)
+static void pair_drop_session(struct worker *w)
 {
-	if (p->sess)
-		mongoc_client_session_destroy(p->sess);
-	p->sess = NULL;
+	if (w->sess)
+		mongoc_client_session_destroy(w->sess);
+	w->sess = NULL;
 }
 
-/* Remembers the session a previous process recorded for this pair. */
+/* Remembers the sessions a previous process recorded for this pair. */
 static void pair_load_old_session(struct pair *p)
 {
 	char key[96];
@@ -386,52 +430,59 @@ static void pair_load_old_session(struct pair *p)
 	bson_iter_t it;
 	if (jnl_status_get(p->app->j, app_status_key(p->dst->uuid, p->src, key, sizeof key), &old) != 0)
 		return;
-	if (bson_iter_init_find(&it, &old, "lsid") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+	if (bson_iter_init_find(&it, &old, "lsids") && BSON_ITER_HOLDS_ARRAY(&it)) {
 		const uint8_t *data;
 		uint32_t len;
 		bson_t l;
-		bson_iter_document(&it, &len, &data);
+		bson_iter_array(&it, &len, &data);
 		if (bson_init_static(&l, data, len))
-			p->old_lsid = bson_copy(&l);
+			p->old_lsids = bson_copy(&l);
 	}
 	bson_destroy(&old);
 }
 
-/* Ends the previous process's session (and so its open transaction):
+/* Ends the previous process's sessions (and so their open transactions):
  * killSessions, or endSessions where that is missing.  Best effort. */
 static void pair_kill_old_session(struct pair *p)
 {
 	const char *cmds[] = { "killSessions", "endSessions" };
-	if (p->old_lsid == NULL)
+	if (p->old_lsids == NULL)
 		return;
-	for (int i = 0; i < 2; i++) {
-		bson_t cmd = BSON_INITIALIZER, arr;
-		bson_error_t err;
-		int ok;
-		BSON_APPEND_ARRAY_BEGIN(&cmd, cmds[i], &arr);
-		BSON_APPEND_DOCUMENT(&arr, "0", p->old_lsid);
-		bson_append_array_end(&cmd, &arr);
-		ok = mongoc_client_command_simple(p->client, "admin", &cmd, NULL, NULL, &err);
-		bson_destroy(&cmd);
-		if (ok || err.code != 59)
-			break;
+	if (!bson_empty(p->old_lsids)) {
+		for (int i = 0; i < 2; i++) {
+			bson_t cmd = BSON_INITIALIZER;
+			bson_error_t err;
+			int ok;
+			BSON_APPEND_ARRAY(&cmd, cmds[i], p->old_lsids);
+			ok = mongoc_client_command_simple(p->client, "admin", &cmd, NULL, NULL, &err);
+			bson_destroy(&cmd);
+			if (ok || err.code != 59)
+				break;
+		}
 	}
-	bson_destroy(p->old_lsid);
-	p->old_lsid = NULL;
+	bson_destroy(p->old_lsids);
+	p->old_lsids = NULL;
 }
 
 /* ---- checkpoints ---------------------------------------------------------- */
 
-/* Reads the destination's checkpoint for this source: 0, or an error. */
-static int load_checkpoint(struct pair *p, uint64_t *ts, uint64_t *from, bson_error_t *err)
+/* Reads the destination's checkpoints for this source into each worker's
+ * ckpt_ts, and where a restart must read from (*from, 0: the start).
+ * 0, or an error.  Markers written with another number of workers make
+ * the pair keep that number (entries are assigned by hash). */
+static int load_checkpoint(struct pair *p, uint64_t *from, bson_error_t *err)
 {
 	mongoc_collection_t *coll = mongoc_client_get_collection(p->client, "mmm", "checkpoints");
 	bson_t filter = BSON_INITIALIZER;
 	mongoc_cursor_t *cur;
 	const bson_t *doc;
-	int rc = 0;
+	uint64_t wfrom[MAX_WORKERS];
+	int rc = 0, recorded = 0;
 
-	*ts = *from = 0;
+	for (int k = 0; k < MAX_WORKERS; k++) {
+		p->workers[k].ckpt_ts = 0;
+		wfrom[k] = 0;
+	}
 	BSON_APPEND_BINARY(&filter, "source", BSON_SUBTYPE_UUID, p->src, 16);
 	cur = mongoc_collection_find_with_opts(coll, &filter, NULL, NULL);
 	while (mongoc_cursor_next(cur, &doc)) {
@@ -440,10 +491,16 @@ static int load_checkpoint(struct pair *p, uint64_t *ts, uint64_t *from, bson_er
 		uint64_t t = 0, f = 0;
 		const char *worker = NULL;
 		uint8_t origin[16];
+		int k;
 		if (bson_iter_init_find(&it, doc, "_id") && BSON_ITER_HOLDS_UTF8(&it))
 			oplog_marker_parse(bson_iter_utf8(&it, NULL), origin, &worker);
-		if (worker && strcmp(worker, "ddl") == 0)
-			continue;
+		if (worker == NULL || worker[0] != 'w' || (k = atoi(worker + 1)) < 0 || k >= MAX_WORKERS)
+			continue;      /* "ddl", or not a marker */
+		if (bson_iter_init_find(&it, doc, "workers") && BSON_ITER_HOLDS_INT32(&it) &&
+		    bson_iter_int32(&it) >= 1 && bson_iter_int32(&it) <= MAX_WORKERS)
+			recorded = bson_iter_int32(&it);
+		else if (!recorded)
+			recorded = 1;      /* markers from before workers */
 		if (bson_iter_init_find(&it, doc, "ts") && BSON_ITER_HOLDS_TIMESTAMP(&it)) {
 			bson_iter_timestamp(&it, &s, &i);
 			t = JNL_TS(s, i);
@@ -452,9 +509,9 @@ static int load_checkpoint(struct pair *p, uint64_t *ts, uint64_t *from, bson_er
 			bson_iter_timestamp(&it, &s, &i);
 			f = JNL_TS(s, i);
 		}
-		if (t > *ts) {
-			*ts = t;
-			*from = f ? f : t;
+		if (t > p->workers[k].ckpt_ts) {
+			p->workers[k].ckpt_ts = t;
+			wfrom[k] = f ? f : t;
 		}
 	}
 	if (mongoc_cursor_error(cur, err))
@@ -462,6 +519,26 @@ static int load_checkpoint(struct pair *p, uint64_t *ts, uint64_t *from, bson_er
 	mongoc_cursor_destroy(cur);
 	mongoc_collection_destroy(coll);
 	bson_destroy(&filter);
+	if (rc == 0 && recorded && recorded != p->nworkers) {
+		log_info("apply of '%s' into '%s': keeping %d worker%s, as its checkpoints were written with",
+		    p->src_name, p->dst->name, recorded, recorded == 1 ? "" : "s");
+		p->nworkers = recorded;
+	}
+	*from = UINT64_MAX;
+	p->ckpt_ts = UINT64_MAX;
+	for (int k = 0; k < p->nworkers; k++) {
+		struct worker *w = &p->workers[k];
+		uint64_t r = w->ckpt_ts ? (wfrom[k] + 1 < w->ckpt_ts + 1 ? wfrom[k] + 1 : w->ckpt_ts + 1) : 0;
+		if (r < *from)
+			*from = r;
+		if (w->ckpt_ts < p->ckpt_ts)
+			p->ckpt_ts = w->ckpt_ts;
+		w->skip_ts = w->ckpt_ts;
+	}
+	if (*from == UINT64_MAX)
+		*from = 0;
+	if (p->ckpt_ts == UINT64_MAX)
+		p->ckpt_ts = 0;
 	return rc;
 }
 
@@ -475,21 +552,23 @@ static uint64_t resume_from(const struct pair *p, uint64_t ts)
 	return from;
 }
 
-static int upsert_marker(struct pair *p, mongoc_client_session_t *s, const uint8_t origin[16],
+static int upsert_marker(struct worker *w, mongoc_client_session_t *s, const uint8_t origin[16],
     uint64_t ts, uint64_t from, bson_error_t *err, bson_t *reply)
 {
-	mongoc_collection_t *coll = mongoc_client_get_collection(p->client, "mmm", "checkpoints");
+	struct pair *p = w->p;
+	mongoc_collection_t *coll = mongoc_client_get_collection(w->client, "mmm", "checkpoints");
 	bson_t sel = BSON_INITIALIZER, upd = BSON_INITIALIZER, set, opts = BSON_INITIALIZER;
 	char id[128];
 	int ok;
 
-	oplog_marker_id(origin, p->src, "w0", id, sizeof id);
+	oplog_marker_id(origin, p->src, w->name, id, sizeof id);
 	BSON_APPEND_UTF8(&sel, "_id", id);
 	BSON_APPEND_DOCUMENT_BEGIN(&upd, "$set", &set);
 	BSON_APPEND_BINARY(&set, "origin", BSON_SUBTYPE_UUID, origin, 16);
 	BSON_APPEND_BINARY(&set, "source", BSON_SUBTYPE_UUID, p->src, 16);
 	BSON_APPEND_TIMESTAMP(&set, "ts", JNL_TS_SEC(ts), JNL_TS_INC(ts));
 	BSON_APPEND_TIMESTAMP(&set, "from", JNL_TS_SEC(from), JNL_TS_INC(from));
+	BSON_APPEND_INT32(&set, "workers", p->nworkers);
 	bson_append_document_end(&upd, &set);
 	BSON_APPEND_BOOL(&opts, "upsert", true);
 	if (s && !mongoc_client_session_append(s, &opts, err)) {
@@ -515,9 +594,9 @@ static void split_ns(const char *ns, char *db, size_t dblen, char *coll, size_t 
 }
 
 /* Reads, within the transaction, the documents whose first op needs them. */
-static int prefetch(struct pair *p, mongoc_client_session_t *s, bson_error_t *err, bson_t *reply)
+static int prefetch(struct worker *w, mongoc_client_session_t *s, bson_error_t *err, bson_t *reply)
 {
-	struct docset *ds = &p->docs;
+	struct docset *ds = &w->docs;
 	int ok = 1;
 
 	bson_init(reply);
@@ -550,7 +629,7 @@ static int prefetch(struct pair *p, mongoc_client_session_t *s, bson_error_t *er
 		bson_append_array_end(&sub, &in);
 		bson_append_document_end(&filter, &sub);
 		split_ns(ns, db, sizeof db, coll, sizeof coll);
-		c = mongoc_client_get_collection(p->client, db, coll);
+		c = mongoc_client_get_collection(w->client, db, coll);
 		if (!mongoc_client_session_append(s, &opts, err)) {
 			ok = 0;
 		} else {
@@ -584,12 +663,13 @@ static int prefetch(struct pair *p, mongoc_client_session_t *s, bson_error_t *er
 
 /* Runs the batch's ops against the document states: the first pass marks
  * what must be fetched (FETCH_PASS), the second computes post-images. */
-static int simulate(struct pair *p, size_t from, size_t to, int fetch_pass, char *why, size_t whylen,
+static int simulate(struct worker *w, size_t from, size_t to, int fetch_pass, char *why, size_t whylen,
     uint64_t *bad_ts, const char **bad_ns)
 {
-	struct docset *ds = &p->docs;
+	struct pair *p = w->p;
+	struct docset *ds = &w->docs;
 	for (size_t i = from; i < to; i++) {
-		struct tr_op *op = &p->cbatch.ops[i];
+		struct tr_op *op = &w->cbatch.ops[i];
 		struct docstate *d;
 		if (op->kind == 'c')
 			continue;
@@ -674,16 +754,16 @@ static int simulate(struct pair *p, size_t from, size_t to, int fetch_pass, char
  * 3 inserted (its first op in the batch was an insert: it is new, unless
  * the destination diverged — then the insert fails with a duplicate key and
  * commit_batch() retries the batch with upserts). */
-static int write_kind(const struct pair *p, const struct docstate *d)
+static int write_kind(const struct worker *w, const struct docstate *d)
 {
 	if (!d->touched)
 		return 2;
-	if (d->present && d->first == 'i' && !p->upserts)
+	if (d->present && d->first == 'i' && !w->upserts)
 		return 3;
 	return d->present ? 1 : 0;
 }
 
-static const struct pair *sort_pair;
+static __thread const struct worker *sort_worker;
 
 /* Writes go by namespace, then removes, replacements, updates (so that
  * mongoc sends few commands); documents are independent, and when a
@@ -695,16 +775,17 @@ static int cmp_order(const void *a, const void *b)
 	int c = strcmp(x->ns, y->ns);
 	if (c)
 		return c;
-	if (write_kind(sort_pair, x) != write_kind(sort_pair, y))
-		return write_kind(sort_pair, x) - write_kind(sort_pair, y);
+	if (write_kind(sort_worker, x) != write_kind(sort_worker, y))
+		return write_kind(sort_worker, x) - write_kind(sort_worker, y);
 	return x->order < y->order ? -1 : x->order > y->order;
 }
 
 /* Writes the final state of every touched document (and the updates of
  * documents whose state is unknown), one ordered bulk per namespace. */
-static int write_docs(struct pair *p, mongoc_client_session_t *s, bson_error_t *err, bson_t *reply)
+static int write_docs(struct worker *w, mongoc_client_session_t *s, bson_error_t *err, bson_t *reply)
 {
-	struct docset *ds = &p->docs;
+	struct pair *p = w->p;
+	struct docset *ds = &w->docs;
 	struct docstate **v = malloc((ds->n ? ds->n : 1) * sizeof *v);
 	size_t n = 0;
 	int ok = 1;
@@ -715,7 +796,7 @@ static int write_docs(struct pair *p, mongoc_client_session_t *s, bson_error_t *
 	for (size_t i = 0; i < ds->n; i++)
 		if (ds->d[i].touched || ds->d[i].npend)
 			v[n++] = &ds->d[i];
-	sort_pair = p;     /* (qsort has no argument; pairs only read it) */
+	sort_worker = w;   /* (qsort has no argument) */
 	qsort(v, n, sizeof *v, cmp_order);
 	for (size_t i = 0; i < n && ok;) {
 		char db[LINK_NS_MAX], coll[LINK_NS_MAX];
@@ -725,13 +806,13 @@ static int write_docs(struct pair *p, mongoc_client_session_t *s, bson_error_t *
 		size_t jx;
 
 		split_ns(v[i]->ns, db, sizeof db, coll, sizeof coll);
-		c = mongoc_client_get_collection(p->client, db, coll);
+		c = mongoc_client_get_collection(w->client, db, coll);
 		BSON_APPEND_BOOL(&opts, "ordered", true);
 		mongoc_client_session_append(s, &opts, NULL);
 		bulk = mongoc_collection_create_bulk_operation_with_opts(c, &opts);
 		for (jx = i; jx < n && ok && strcmp(v[jx]->ns, v[i]->ns) == 0; jx++) {
 			struct docstate *d = v[jx];
-			switch (write_kind(p, d)) {
+			switch (write_kind(w, d)) {
 			case 2:
 				for (size_t k = 0; k < d->npend && ok; k++)
 					ok = mongoc_bulk_operation_update_one_with_opts(bulk, d->id, d->pend[k], NULL, err);
@@ -763,10 +844,11 @@ static int write_docs(struct pair *p, mongoc_client_session_t *s, bson_error_t *
 /* Runs one command outside a transaction, after the DDL marker that names
  * its database (DESIGN.md §5), retrying transient failures.  Returns 0, -1
  * when asked to stop, or 1 for a permanent failure (WHY filled). */
-static int ddl_exec(struct pair *p, const uint8_t origin[16], uint64_t ts, const char *db, const bson_t *cmd,
+static int ddl_exec(struct worker *w, const uint8_t origin[16], uint64_t ts, const char *db, const bson_t *cmd,
     const int ok_codes[4], char *why, size_t whylen)
 {
-	mongoc_collection_t *mc = mongoc_client_get_collection(p->client, "mmm", "checkpoints");
+	struct pair *p = w->p;
+	mongoc_collection_t *mc = mongoc_client_get_collection(w->client, "mmm", "checkpoints");
 	bson_t sel = BSON_INITIALIZER, doc = BSON_INITIALIZER, opts = BSON_INITIALIZER, reply;
 	bson_error_t err;
 	char id[128];
@@ -783,7 +865,7 @@ static int ddl_exec(struct pair *p, const uint8_t origin[16], uint64_t ts, const
 	for (;;) {
 		ok = mongoc_collection_replace_one(mc, &sel, &doc, &opts, NULL, &err);
 		if (ok) {
-			ok = mongoc_client_command_simple(p->client, db, cmd, NULL, &reply, &err);
+			ok = mongoc_client_command_simple(w->client, db, cmd, NULL, &reply, &err);
 			if (!ok)
 				for (int k = 0; k < 4 && ok_codes[k]; k++)
 					if ((int)err.code == ok_codes[k])
@@ -822,7 +904,7 @@ static int ddl_exec(struct pair *p, const uint8_t origin[16], uint64_t ts, const
 /* Commits ops [FROM, TO) of the batch with the checkpoint at CKPT_TS in one
  * transaction.  Returns 0, 1 for a transient failure (retry), or
  * MMM_ESERVER / MMM_EUSAGE for a permanent one (why filled). */
-static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, uint64_t resume, char *why, size_t whylen,
+static int run_txn(struct worker *w, size_t from, size_t to, uint64_t ckpt_ts, uint64_t resume, char *why, size_t whylen,
     uint64_t *bad_ts, const char **bad_ns)
 {
 	mongoc_client_session_t *s = NULL;
@@ -831,13 +913,13 @@ static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, uin
 	int rc = 0, ok;
 
 	memset(&err, 0, sizeof err);
-	docset_clear(&p->docs);
+	docset_clear(&w->docs);
 	/* a transaction's create/createIndexes: before it, idempotently */
 	for (size_t i = from; i < to; i++) {
-		struct tr_op *op = &p->cbatch.ops[i];
+		struct tr_op *op = &w->cbatch.ops[i];
 		if (op->kind != 'c')
 			continue;
-		rc = ddl_exec(p, p->c_origin, op->ts, op->ns, op->o, op->ok_codes, why, whylen);
+		rc = ddl_exec(w, w->c_origin, op->ts, op->ns, op->o, op->ok_codes, why, whylen);
 		if (rc != 0) {
 			*bad_ts = op->ts;
 			*bad_ns = op->ns;
@@ -845,9 +927,9 @@ static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, uin
 			goto out;
 		}
 	}
-	if ((rc = simulate(p, from, to, 1, why, whylen, bad_ts, bad_ns)) != 0)
+	if ((rc = simulate(w, from, to, 1, why, whylen, bad_ts, bad_ns)) != 0)
 		goto out;
-	if ((s = pair_session(p, &err)) == NULL) {
+	if ((s = pair_session(w, &err)) == NULL) {
 		rc = 1;
 		snprintf(why, whylen, "%s", err.message);
 		goto out;
@@ -858,18 +940,18 @@ static int run_txn(struct pair *p, size_t from, size_t to, uint64_t ckpt_ts, uin
 		goto out;
 	}
 	bson_destroy(&reply);
-	ok = upsert_marker(p, s, p->c_origin, ckpt_ts, resume, &err, &reply);
+	ok = upsert_marker(w, s, w->c_origin, ckpt_ts, resume, &err, &reply);
 	if (ok) {
 		bson_destroy(&reply);
-		ok = prefetch(p, s, &err, &reply);
+		ok = prefetch(w, s, &err, &reply);
 	}
-	if (ok && (rc = simulate(p, from, to, 0, why, whylen, bad_ts, bad_ns)) != 0) {
+	if (ok && (rc = simulate(w, from, to, 0, why, whylen, bad_ts, bad_ns)) != 0) {
 		mongoc_client_session_abort_transaction(s, NULL);
 		goto out;
 	}
 	if (ok) {
 		bson_destroy(&reply);
-		ok = write_docs(p, s, &err, &reply);
+		ok = write_docs(w, s, &err, &reply);
 	}
 	if (ok && (rc = fault_hit("apply_txn")) != 0) {
 		snprintf(why, whylen, "fault apply_txn: %s", mmm_strerror(rc));
@@ -911,11 +993,11 @@ static void stop_pair(struct pair *p, uint64_t ts, const char *ns, const char *w
  * batch being committed: before every transaction of the batch that
  * started at or before TS and commits after it, and before the chains
  * open when the batch was handed over (c_from). */
-static uint64_t entry_resume(const struct pair *p, uint64_t ts)
+static uint64_t entry_resume(const struct worker *w, uint64_t ts)
 {
-	uint64_t from = p->c_from < ts ? p->c_from : ts;
-	for (size_t i = 0; i < p->cbatch.n; i++) {
-		const struct tr_op *op = &p->cbatch.ops[i];
+	uint64_t from = w->c_from < ts ? w->c_from : ts;
+	for (size_t i = 0; i < w->cbatch.n; i++) {
+		const struct tr_op *op = &w->cbatch.ops[i];
 		if (op->ts > ts && op->first_ts && op->first_ts <= ts && op->first_ts - 1 < from)
 			from = op->first_ts - 1;
 	}
@@ -925,8 +1007,9 @@ static uint64_t entry_resume(const struct pair *p, uint64_t ts)
 /* Commits the handed-over batch (retrying transient failures).  On a
  * permanent failure, retries entry by entry to name the one that fails,
  * commits those before it, and stops the pair.  Committer thread. */
-static void commit_batch(struct pair *p)
+static void commit_batch(struct worker *w)
 {
+	struct pair *p = w->p;
 	char why[512];
 	int backoff = 50;
 	uint64_t bad_ts = 0;
@@ -936,7 +1019,7 @@ static void commit_batch(struct pair *p)
 	for (;;) {
 		if (*p->app->stop)
 			return;
-		rc = run_txn(p, 0, p->cbatch.n, p->c_last_ts, p->c_from, why, sizeof why, &bad_ts, &bad_ns);
+		rc = run_txn(w, 0, w->cbatch.n, w->c_last_ts, w->c_from, why, sizeof why, &bad_ts, &bad_ns);
 		if (rc == 0)
 			break;
 		if (rc == 1) {
@@ -951,44 +1034,44 @@ static void commit_batch(struct pair *p)
 			stop_pair(p, bad_ts, bad_ns, why);
 			return;
 		}
-		if (!p->upserts) {
+		if (!w->upserts) {
 			/* perhaps a document the destination already has: upserts */
-			p->upserts = 1;
-			rc = run_txn(p, 0, p->cbatch.n, p->c_last_ts, p->c_from, why, sizeof why, &bad_ts, &bad_ns);
+			w->upserts = 1;
+			rc = run_txn(w, 0, w->cbatch.n, w->c_last_ts, w->c_from, why, sizeof why, &bad_ts, &bad_ns);
 			if (rc == 0) {
-				p->upserts = 0;
+				w->upserts = 0;
 				break;
 			}
 			if (rc == 1) {
-				p->upserts = 0;
+				w->upserts = 0;
 				continue;
 			}
 		}
 		/* A permanent server error: find the entry, commit what precedes it. */
-		for (size_t i = 0; i < p->cbatch.n;) {
+		for (size_t i = 0; i < w->cbatch.n;) {
 			size_t jx = i;
-			uint64_t ts = p->cbatch.ops[i].ts;
-			while (jx < p->cbatch.n && p->cbatch.ops[jx].ts == ts)
+			uint64_t ts = w->cbatch.ops[i].ts;
+			while (jx < w->cbatch.n && w->cbatch.ops[jx].ts == ts)
 				jx++;
 			do {
-				rc = run_txn(p, i, jx, ts, entry_resume(p, ts), why, sizeof why, &bad_ts, &bad_ns);
+				rc = run_txn(w, i, jx, ts, entry_resume(w, ts), why, sizeof why, &bad_ts, &bad_ns);
 				if (rc == 1)
 					sleep_ms(100, p->app->stop);
 			} while (rc == 1 && !*p->app->stop);
 			if (rc != 0) {
-				p->upserts = 0;
+				w->upserts = 0;
 				if (!*p->app->stop)
-					stop_pair(p, ts, p->cbatch.ops[i].ns, why);
+					stop_pair(p, ts, w->cbatch.ops[i].ns, why);
 				return;
 			}
-			p->ckpt_ts = ts;
+			w->ckpt_ts = ts;
 			i = jx;
 		}
-		p->upserts = 0;
+		w->upserts = 0;
 		break;   /* the failure did not come back entry by entry */
 	}
-	p->ckpt_ts = p->c_last_ts;
-	p->applied_entries += p->cbatch.n;
+	w->ckpt_ts = w->c_last_ts;
+	p->applied_entries += w->cbatch.n;
 	if (strcmp(p->state, "running") != 0) {
 		p->last_error[0] = '\0';
 		set_state(p, "running");
@@ -997,55 +1080,67 @@ static void commit_batch(struct pair *p)
 
 static void *committer_main(void *arg)
 {
-	struct pair *p = arg;
+	struct worker *w = arg;
+	struct pair *p = w->p;
 	pthread_mutex_lock(&p->mu);
 	for (;;) {
-		while (!p->job && !p->quit)
+		while (!w->job && !p->quit)
 			pthread_cond_wait(&p->cv, &p->mu);
-		if (!p->job)
+		if (!w->job)
 			break;
 		pthread_mutex_unlock(&p->mu);
-		commit_batch(p);
-		tr_list_clear(&p->cbatch);
+		commit_batch(w);
+		tr_list_clear(&w->cbatch);
 		pthread_mutex_lock(&p->mu);
-		p->job = 0;
+		w->job = 0;
 		pthread_cond_broadcast(&p->cv);
 	}
 	pthread_mutex_unlock(&p->mu);
 	return NULL;
 }
 
-/* Waits until the committer is idle: 0, or -1 when the pair stopped. */
-static int wait_idle(struct pair *p)
+/* Waits until worker W (NULL: every worker) is idle: 0, or -1 when the pair stopped. */
+static int wait_idle(struct pair *p, struct worker *w)
 {
 	pthread_mutex_lock(&p->mu);
-	while (p->job)
-		pthread_cond_wait(&p->cv, &p->mu);
+	for (int k = 0; k < p->nworkers; k++)
+		while ((w == NULL || w == &p->workers[k]) && p->workers[k].job)
+			pthread_cond_wait(&p->cv, &p->mu);
 	pthread_mutex_unlock(&p->mu);
 	return p->failed ? -1 : 0;
 }
 
-/* Hands the pending batch to the committer (after the previous one is
+/* Hands W's pending batch to its committer (after the previous one is
  * done).  Returns 0, or -1 when the pair stopped or apply is stopping. */
-static int flush_batch(struct pair *p)
+static int flush_batch(struct worker *w)
 {
+	struct pair *p = w->p;
 	struct tr_list t;
-	if (p->batch.n == 0)
+	if (w->batch.n == 0)
 		return p->failed ? -1 : 0;
-	if (wait_idle(p) != 0 || *p->app->stop)
+	if (wait_idle(p, w) != 0 || *p->app->stop)
 		return -1;
-	t = p->cbatch;
-	p->cbatch = p->batch;
-	p->batch = t;
-	memcpy(p->c_origin, p->batch_origin, 16);
-	p->c_last_ts = p->batch_last_ts;
-	p->c_from = resume_from(p, p->batch_last_ts);
-	p->batch_bytes = 0;
+	t = w->cbatch;
+	w->cbatch = w->batch;
+	w->batch = t;
+	memcpy(w->c_origin, w->batch_origin, 16);
+	w->c_last_ts = p->batch_last_ts;
+	w->c_from = resume_from(p, p->batch_last_ts);
+	w->batch_bytes = 0;
 	pthread_mutex_lock(&p->mu);
-	p->job = 1;
+	w->job = 1;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
 	return 0;
+}
+
+/* Hands every worker's batch over; with WAIT, until all are committed. */
+static int flush_all(struct pair *p, int wait)
+{
+	for (int k = 0; k < p->nworkers; k++)
+		if (flush_batch(&p->workers[k]) != 0)
+			return -1;
+	return wait ? wait_idle(p, NULL) : 0;
 }
 
 /* Writes only the checkpoint (after DDL), in a transaction of its own. */
@@ -1055,10 +1150,10 @@ static int checkpoint_only(struct pair *p, const uint8_t origin[16], uint64_t ts
 	bson_t reply;
 	int backoff = 50;
 	for (;;) {
-		mongoc_client_session_t *s = pair_session(p, &err);
+		mongoc_client_session_t *s = pair_session(&p->workers[0], &err);
 		int ok = s && mongoc_client_session_start_transaction(s, NULL, &err);
 		if (ok) {
-			ok = upsert_marker(p, s, origin, ts, resume_from(p, ts), &err, &reply);
+			ok = upsert_marker(&p->workers[0], s, origin, ts, resume_from(p, ts), &err, &reply);
 			bson_destroy(&reply);
 		}
 		if (ok) {
@@ -1068,7 +1163,7 @@ static int checkpoint_only(struct pair *p, const uint8_t origin[16], uint64_t ts
 		if (!ok && s && mongoc_client_session_in_transaction(s))
 			mongoc_client_session_abort_transaction(s, NULL);
 		if (ok) {
-			p->ckpt_ts = ts;
+			p->workers[0].ckpt_ts = ts;
 			return 0;
 		}
 		if (*p->app->stop)
@@ -1097,7 +1192,7 @@ static int run_ddl(struct pair *p, const bson_t *entry, uint64_t ts, const uint8
 		return -1;
 	}
 	for (size_t i = 0; i < n; i++) {
-		rc = ddl_exec(p, origin, ts, cmds[i].db, cmds[i].cmd, cmds[i].ok_codes, why, sizeof why);
+		rc = ddl_exec(&p->workers[0], origin, ts, cmds[i].db, cmds[i].cmd, cmds[i].ok_codes, why, sizeof why);
 		if (rc != 0) {
 			tr_cmds_free(cmds, n);
 			if (rc > 0)
@@ -1181,15 +1276,63 @@ static int applyops_ops(struct pair *p, const bson_t *entry, uint64_t ts, int ow
 
 /* Adds ops (one source unit) to the batch, flushing first when the origin
  * changes or the batch is full. */
-static int batch_add(struct pair *p, struct tr_list *ops, const uint8_t origin[16], size_t bytes)
+static int worker_add(struct worker *w, struct tr_list *ops, const uint8_t origin[16], size_t bytes)
 {
-	if (p->batch.n && (memcmp(p->batch_origin, origin, 16) != 0 || p->batch.n + ops->n > BATCH_OPS ||
-	    p->batch_bytes + bytes > BATCH_BYTES))
-		if (flush_batch(p) != 0)
+	if (w->batch.n && (memcmp(w->batch_origin, origin, 16) != 0 || w->batch.n + ops->n > BATCH_OPS ||
+	    w->batch_bytes + bytes > BATCH_BYTES))
+		if (flush_batch(w) != 0)
 			return -1;
-	memcpy(p->batch_origin, origin, 16);
-	p->batch_bytes += bytes;
-	return tr_list_move(&p->batch, ops) == 0 ? 0 : -1;
+	memcpy(w->batch_origin, origin, 16);
+	w->batch_bytes += bytes;
+	return tr_list_move(&w->batch, ops) == 0 ? 0 : -1;
+}
+
+/* Adds the ops of one source unit to the batches.  A single entry's ops go
+ * to the workers their (namespace, _id) hash to, skipping what each
+ * worker's checkpoint covers; a transaction (BARRIER) goes whole to worker
+ * 0, after every worker committed what precedes it and before anything
+ * that follows (with one worker, simply into its batch). */
+static int batch_add(struct pair *p, struct tr_list *ops, const uint8_t origin[16], size_t bytes, int barrier,
+    uint64_t ts)
+{
+	struct tr_list one = { 0 };
+	int rc = 0;
+
+	for (size_t i = 0; i < ops->n; i++)
+		if (ops->ops[i].kind == 'c')
+			barrier = 1;
+	if (p->nworkers == 1 || barrier) {
+		struct worker *w0 = &p->workers[0];
+		if (ts <= w0->skip_ts) {
+			tr_list_clear(ops);
+			return 0;
+		}
+		if (p->nworkers == 1)
+			return worker_add(w0, ops, origin, bytes);
+		if (flush_all(p, 1) != 0 || worker_add(w0, ops, origin, bytes) != 0)
+			return -1;
+		p->batch_last_ts = ts;     /* w0's checkpoint: this transaction */
+		return flush_all(p, 1);
+	}
+	for (size_t i = 0; i < ops->n && rc == 0; i++) {
+		struct tr_op *op = &ops->ops[i];
+		struct worker *w = &p->workers[doc_key(op->ns, op->id) % (uint64_t)p->nworkers];
+		if (ts <= w->skip_ts)
+			continue;
+		if (one.cap == 0 && (one.ops = malloc(sizeof *one.ops)) != NULL)
+			one.cap = 1;
+		if (one.ops == NULL) {
+			rc = -1;
+			break;
+		}
+		one.ops[0] = *op;
+		one.n = 1;
+		memset(op, 0, sizeof *op);   /* moved */
+		rc = worker_add(w, &one, origin, bytes / (ops->n ? ops->n : 1));
+	}
+	tr_list_free(&one);
+	tr_list_clear(ops);
+	return rc;
 }
 
 /* Handles one journal entry.  Returns 0, or -1 when the pair stopped. */
@@ -1214,11 +1357,9 @@ static int route(struct pair *p, const struct jnl_entry *e)
 	if (in.op == 'n')
 		goto consumed;
 	if (in.op != 'c') {
-		if (e->ts <= p->skip_ts)
-			goto consumed;
 		rc = tr_crud(&entry, e->ts, p->my_links, p->my_nlinks, own, &ops, why, sizeof why);
 		if (rc == 0 && ops.n)
-			rc = batch_add(p, &ops, e->origin, e->len) ? -2 : 0;
+			rc = batch_add(p, &ops, e->origin, e->len, 0, e->ts) ? -2 : 0;
 		goto done;
 	}
 	cmd = tr_command_name(&entry);
@@ -1239,7 +1380,7 @@ static int route(struct pair *p, const struct jnl_entry *e)
 			tr_list_move(&ops, &c->ops);
 			chain_drop(c);
 		}
-		if (e->ts <= p->skip_ts) {
+		if (e->ts <= p->workers[0].skip_ts) {
 			tr_list_clear(&ops);
 			goto consumed;
 		}
@@ -1249,28 +1390,28 @@ static int route(struct pair *p, const struct jnl_entry *e)
 		for (size_t i = 0; i < ops.n; i++)
 			ops.ops[i].ts = e->ts;        /* the transaction commits at its last entry */
 		if (ops.n)
-			rc = batch_add(p, &ops, e->origin, e->len) ? -2 : 0;
+			rc = batch_add(p, &ops, e->origin, e->len, in.has_txn || ops.n > 1, e->ts) ? -2 : 0;
 		goto done;
 	}
 	if (strcmp(cmd, "commitTransaction") == 0 || strcmp(cmd, "abortTransaction") == 0) {
 		struct chain *c = in.has_txn ? chain_find(p, in.lsid, in.txn_number, 0, 0) : NULL;
-		if (c && strcmp(cmd, "commitTransaction") == 0 && e->ts > p->skip_ts) {
+		if (c && strcmp(cmd, "commitTransaction") == 0 && e->ts > p->workers[0].skip_ts) {
 			tr_list_move(&ops, &c->ops);
 			for (size_t i = 0; i < ops.n; i++) {
 				ops.ops[i].ts = e->ts;
 				ops.ops[i].first_ts = c->first_ts;
 			}
 			if (ops.n)
-				rc = batch_add(p, &ops, e->origin, e->len) ? -2 : 0;
+				rc = batch_add(p, &ops, e->origin, e->len, 1, e->ts) ? -2 : 0;
 		}
 		if (c)
 			chain_drop(c);
 		goto done;
 	}
 	/* DDL: a barrier */
-	if (e->ts <= p->skip_ts)
+	if (e->ts <= p->workers[0].skip_ts)
 		goto consumed;
-	if (flush_batch(p) != 0 || wait_idle(p) != 0) {
+	if (flush_all(p, 1) != 0) {
 		rc = -2;
 		goto done;
 	}
@@ -1298,13 +1439,32 @@ done:
 
 static void pair_reset(struct pair *p)
 {
-	wait_idle(p);
-	tr_list_clear(&p->cbatch);
+	wait_idle(p, NULL);
+	for (int k = 0; k < MAX_WORKERS; k++) {
+		tr_list_clear(&p->workers[k].cbatch);
+		tr_list_clear(&p->workers[k].batch);
+		p->workers[k].batch_bytes = 0;
+	}
 	for (int i = 0; i < MAX_CHAINS; i++)
 		if (p->chains[i].used)
 			chain_drop(&p->chains[i]);
-	tr_list_clear(&p->batch);
-	p->batch_bytes = 0;
+}
+
+/* Connects and starts workers [0, nworkers) that are not yet.  0, or an error message. */
+static const char *pair_start_workers(struct pair *p, bson_error_t *err)
+{
+	for (int k = 0; k < p->nworkers; k++) {
+		struct worker *w = &p->workers[k];
+		if (w->client == NULL && (w->client = make_client(p->dst->uri, "mmm-apply", err)) == NULL)
+			return err->message;
+		if (!w->started) {
+			if (pthread_create(&w->thread, NULL, committer_main, w) != 0)
+				return "cannot start a thread";
+			w->started = 1;
+		}
+	}
+	p->client = p->workers[0].client;
+	return NULL;
 }
 
 static void *pair_main(void *arg)
@@ -1313,17 +1473,12 @@ static void *pair_main(void *arg)
 	struct app *app = p->app;
 	int backoff = 100;
 
-	if (pthread_create(&p->committer, NULL, committer_main, p) != 0) {
-		stop_pair(p, 0, "", "cannot start a thread");
-		p->done = 1;
-		return NULL;
-	}
-	p->cstarted = 1;
 	while (!*app->stop && !p->failed) {
 		struct jnl_reader *r = NULL;
 		struct jnl_source src;
 		bson_error_t err;
 		uint64_t from;
+		const char *msg;
 		int rc;
 
 		pair_reset(p);
@@ -1335,13 +1490,13 @@ static void *pair_main(void *arg)
 			sleep_ms(1000, app->stop);
 			continue;
 		}
-		if (p->client == NULL && (p->client = make_client(p->dst->uri, "mmm-apply", &err)) == NULL) {
-			stop_pair(p, 0, "", err.message);
+		if ((msg = pair_start_workers(p, &err)) != NULL) {
+			stop_pair(p, 0, "", msg);
 			break;
 		}
 		pair_kill_old_session(p);
 		set_state(p, "connecting");
-		if (load_checkpoint(p, &p->ckpt_ts, &from, &err) != 0) {
+		if (load_checkpoint(p, &from, &err) != 0) {
 			snprintf(p->last_error, sizeof p->last_error, "cannot read checkpoint on '%s': %s",
 			    p->dst->name, err.message);
 			log_debug("%s", p->last_error);
@@ -1350,17 +1505,19 @@ static void *pair_main(void *arg)
 			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 			continue;
 		}
-		if (p->ckpt_ts == 0) {
-			/* No checkpoint: start where the links say, else at the journal's start. */
+		if ((msg = pair_start_workers(p, &err)) != NULL) {   /* (the checkpoints may keep another number) */
+			stop_pair(p, 0, "", msg);
+			break;
+		}
+		if (from == 0) {
+			/* No checkpoint (of some worker): start where the links say, else at the journal's start. */
 			uint64_t start = UINT64_MAX;
 			for (size_t i = 0; i < p->my_nlinks; i++)
 				if (p->my_links[i].start_ts < start)
 					start = p->my_links[i].start_ts;
 			from = start == UINT64_MAX ? 0 : start;
-		} else {
-			from = from + 1 < p->ckpt_ts + 1 ? from + 1 : p->ckpt_ts + 1;
 		}
-		p->consumed_ts = p->skip_ts = p->ckpt_ts;
+		p->consumed_ts = p->ckpt_ts;
 		if ((rc = jnl_reader_open(app->j, p->src, from, &r)) != 0) {
 			stop_pair(p, from, "", mmm_strerror(rc));
 			break;
@@ -1382,10 +1539,10 @@ static void *pair_main(void *arg)
 				break;
 			}
 			/* caught up: commit what is pending, look at the links, wait */
-			if (flush_batch(p) != 0)
+			if (flush_all(p, 0) != 0)
 				break;
 			if (p->links_gen != p->my_gen) {
-				wait_idle(p);    /* (the committer reads the links in the status) */
+				wait_idle(p, NULL);    /* (the committer reads the links in the status) */
 				pair_sync_links(p);
 				break;           /* new links may need an earlier start: re-read */
 			}
@@ -1394,18 +1551,19 @@ static void *pair_main(void *arg)
 			sleep_ms(IDLE_WAIT_MS, NULL);
 		}
 		if (!p->failed && !*app->stop)
-			flush_batch(p);
+			flush_all(p, 0);
 		jnl_reader_free(r);
-		if (*app->stop && !p->failed)
-			flush_batch(p);
 	}
 	pair_reset(p);
 	pthread_mutex_lock(&p->mu);
 	p->quit = 1;
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
-	pthread_join(p->committer, NULL);
-	p->cstarted = 0;
+	for (int k = 0; k < MAX_WORKERS; k++)
+		if (p->workers[k].started) {
+			pthread_join(p->workers[k].thread, NULL);
+			p->workers[k].started = 0;
+		}
 	if (!p->failed)
 		set_state(p, "stopped");
 	pair_status(p);
@@ -1435,7 +1593,16 @@ static struct pair *dest_pair(struct dest *d, const uint8_t src[16], const char 
 	p->noval = BCON_NEW("validate", BCON_BOOL(false));
 	p->upsert_noval = BCON_NEW("upsert", BCON_BOOL(true), "validate", BCON_BOOL(false));
 	pthread_mutex_init(&p->mu, NULL);
+	pthread_mutex_init(&p->smu, NULL);
 	pthread_cond_init(&p->cv, NULL);
+	p->nworkers = d->app->cfg->apply_workers;
+	if (p->nworkers < 1 || p->nworkers > MAX_WORKERS)
+		p->nworkers = 1;
+	for (int k = 0; k < MAX_WORKERS; k++) {
+		p->workers[k].p = p;
+		p->workers[k].idx = k;
+		snprintf(p->workers[k].name, sizeof p->workers[k].name, "w%d", k);
+	}
 	pair_load_old_session(p);
 	p->my_gen = -1;
 	return p;
@@ -1519,21 +1686,25 @@ static void free_dest(struct dest *d)
 {
 	for (size_t i = 0; i < d->npairs; i++) {
 		struct pair *p = d->pairs[i];
-		pair_drop_session(p);
-		if (p->client)
-			mongoc_client_destroy(p->client);
-		if (p->lsid)
-			bson_destroy(p->lsid);
-		if (p->old_lsid)
-			bson_destroy(p->old_lsid);
+		for (int k = 0; k < MAX_WORKERS; k++) {
+			struct worker *w = &p->workers[k];
+			pair_drop_session(w);
+			if (w->client)
+				mongoc_client_destroy(w->client);
+			if (w->lsid)
+				bson_destroy(w->lsid);
+			tr_list_free(&w->batch);
+			tr_list_free(&w->cbatch);
+			docset_free(&w->docs);
+		}
+		if (p->old_lsids)
+			bson_destroy(p->old_lsids);
 		bson_destroy(p->noval);
 		bson_destroy(p->upsert_noval);
 		free(p->links);
 		free(p->my_links);
-		tr_list_free(&p->batch);
-		tr_list_free(&p->cbatch);
 		pthread_cond_destroy(&p->cv);
-		docset_free(&p->docs);
+		pthread_mutex_destroy(&p->smu);
 		pthread_mutex_destroy(&p->mu);
 		free(p);
 	}

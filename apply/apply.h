@@ -34,8 +34,21 @@
  * status: after a crash the next process ends it (killSessions, else
  * endSessions), so a transaction left open cannot block it.  Status is
  * kept in the journal under "apply/<destination uuid>/<source uuid>"
- * (mmm-apply --status prints it).  apply.workers is not used yet: one
- * worker per pair.
+ * (mmm-apply --status prints it).
+ *
+ * Workers (apply.workers, default 4): each pair has that many committers,
+ * each with its own connection, session and marker
+ * "mmm:<origin>:<source>:w<N>" (so its own checkpoint, and no write
+ * conflicts on one marker).  A single entry's ops go to the worker that
+ * hash(namespace, _id) picks; a transaction (applyOps, partialTxn chain,
+ * prepared commit, vectored insert) and DDL are barriers: every worker
+ * commits what precedes, worker 0 applies the unit, then the others go on.
+ * A restart reads from the oldest worker checkpoint (from the links' start
+ * when a worker has none) and each worker skips what its own checkpoint
+ * covers; the markers record the number of workers, and a pair keeps that
+ * number while they exist (a change of apply.workers applies to new
+ * destinations).  A permanent error stops the pair; the other workers
+ * commit what they were already given.
  */
 #ifndef MMM_APPLY_H
 #define MMM_APPLY_H

@@ -48,20 +48,20 @@ def writer(m, done, errors):
 
 
 def marker_ts_sequence(m):
-    """The checkpoint ts of each of apply's transactions, in the destination's oplog order."""
-    seq = []
+    """The checkpoint ts of each of apply's transactions, per marker (worker), in the destination's oplog order."""
+    seq = {}
     for e in m.c["b"].local["oplog.rs"].find({"op": "c", "o.applyOps": {"$exists": True}}):
         for o in e["o"]["applyOps"]:
             if o["ns"] != "mmm.checkpoints":
                 continue
             if o["op"] == "i":
-                seq.append(o["o"]["ts"])
+                seq.setdefault(o["o"]["_id"], []).append(o["o"]["ts"])
             elif o["op"] == "u" and "diff" in o["o"]:
                 ts = o["o"]["diff"].get("u", {}).get("ts") or o["o"]["diff"].get("i", {}).get("ts")
                 if ts is not None:
-                    seq.append(ts)
+                    seq.setdefault(o["o2"]["_id"], []).append(ts)
             elif o["op"] == "u" and "ts" in o["o"]:
-                seq.append(o["o"]["ts"])
+                seq.setdefault(o["o2"]["_id"], []).append(o["o"]["ts"])
     return seq
 
 
@@ -105,9 +105,9 @@ def main():
             tot_a = sum(d["c"] for d in m.c["a"].test.counters.find())
             tot_b = sum(d["c"] for d in m.c["b"].test.counters.find())
             ck.eq(tot_b, tot_a, "sum of counters")
-            seq = marker_ts_sequence(m)
-            ck.check(len(seq) > KILLS, "apply committed %d transactions" % len(seq))
-            back = [(x, y) for x, y in zip(seq, seq[1:]) if y <= x]
+            seqs = marker_ts_sequence(m)
+            ck.check(sum(len(v) for v in seqs.values()) > KILLS, "apply committed %d transactions" % sum(len(v) for v in seqs.values()))
+            back = [(k, x, y) for k, seq in seqs.items() for x, y in zip(seq, seq[1:]) if y <= x]
             ck.eq(back, [], "checkpoints only grow (no batch applied twice)")
             ck.eq(m.app.term(), 0, "apply exits 0 on SIGTERM")
             if ck.failed:

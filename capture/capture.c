@@ -16,6 +16,7 @@
 
 #define TXN_SLOTS      256     /* open transactions whose origin is remembered */
 #define DDL_LOOKAHEAD  64      /* entries a DDL marker waits for its command */
+#define DDL_SLOTS      16      /* DDL brackets open at once (one per database) */
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 1000
 #define STATUS_MS      1000
@@ -71,6 +72,15 @@ struct txn_slot {
 	uint64_t seq;
 };
 
+/* An open DDL bracket: apply announced a command on database DB (""
+ * matches any) for ORIGIN.  One per database, so that apply links from
+ * different origins may run DDL on different databases at once. */
+struct ddl_bracket {
+	char db[256];
+	uint8_t origin[16];
+	int ttl;                      /* kept entries it still waits; 0 = free */
+};
+
 struct cap_source {
 	const struct cfg_server *srv;
 	struct jnl *j;
@@ -92,9 +102,8 @@ struct cap_source {
 	/* origin tracking */
 	struct txn_slot txns[TXN_SLOTS];
 	uint64_t txn_seq;
-	int ddl_ttl;
-	uint8_t ddl_origin[16];
-	char ddl_cmd[256];
+	struct ddl_bracket ddl[DDL_SLOTS];
+	int ddl_open;                 /* brackets with ttl > 0 */
 };
 
 static int64_t mono_ms(void)
@@ -416,6 +425,64 @@ static const char *o_first_key(const bson_t *entry)
 	return "";
 }
 
+static void ddl_open(struct cap_source *cs, const char *db, size_t dblen, const uint8_t origin[16])
+{
+	struct ddl_bracket *b = NULL, *low = &cs->ddl[0];
+	for (int i = 0; i < DDL_SLOTS && !b; i++) {
+		struct ddl_bracket *x = &cs->ddl[i];
+		if (x->ttl > 0 && strlen(x->db) == dblen && strncmp(x->db, db, dblen) == 0)
+			b = x;
+	}
+	for (int i = 0; i < DDL_SLOTS && !b; i++) {
+		if (cs->ddl[i].ttl <= 0)
+			b = &cs->ddl[i];
+		else if (cs->ddl[i].ttl < low->ttl)
+			low = &cs->ddl[i];
+	}
+	if (b == NULL)
+		b = low;
+	if (b->ttl <= 0)
+		cs->ddl_open++;
+	snprintf(b->db, sizeof b->db, "%.*s", (int)dblen, db);
+	memcpy(b->origin, origin, 16);
+	b->ttl = DDL_LOOKAHEAD;
+}
+
+/* Apply's checkpoint transaction for ORIGIN closes that origin's brackets. */
+static void ddl_close(struct cap_source *cs, const uint8_t origin[16])
+{
+	for (int i = 0; i < DDL_SLOTS && cs->ddl_open; i++)
+		if (cs->ddl[i].ttl > 0 && memcmp(cs->ddl[i].origin, origin, 16) == 0) {
+			cs->ddl[i].ttl = 0;
+			cs->ddl_open--;
+		}
+}
+
+/* The bracket covering a command on NS, or NULL. */
+static struct ddl_bracket *ddl_find(struct cap_source *cs, const char *ns)
+{
+	struct ddl_bracket *any = NULL;
+	for (int i = 0; i < DDL_SLOTS; i++) {
+		struct ddl_bracket *b = &cs->ddl[i];
+		size_t dl = strlen(b->db);
+		if (b->ttl <= 0)
+			continue;
+		if (dl == 0)
+			any = b;
+		else if (strncmp(ns, b->db, dl) == 0 && ns[dl] == '.')
+			return b;
+	}
+	return any;
+}
+
+/* One more kept entry went by without the brackets' commands. */
+static void ddl_age(struct cap_source *cs)
+{
+	for (int i = 0; i < DDL_SLOTS && cs->ddl_open; i++)
+		if (cs->ddl[i].ttl > 0 && --cs->ddl[i].ttl == 0)
+			cs->ddl_open--;
+}
+
 /* Decides the origin of a kept entry: 1 and ORIGIN set when it is not the
  * source itself. */
 static int entry_origin(struct cap_source *cs, const bson_t *entry, const struct oplog_info *in,
@@ -431,7 +498,7 @@ static int entry_origin(struct cap_source *cs, const bson_t *entry, const struct
 				found = 1;
 			} else if (oplog_applyops_marker(entry, origin)) {
 				found = 1;
-				cs->ddl_ttl = 0;     /* apply's checkpoint closes a DDL bracket */
+				ddl_close(cs, origin);   /* apply's checkpoint closes its DDL bracket */
 				if (in->has_txn && open_chain)
 					txn_remember(cs, in->lsid, in->txn_number, origin);
 			}
@@ -448,22 +515,21 @@ static int entry_origin(struct cap_source *cs, const bson_t *entry, const struct
 			}
 			return 0;
 		}
-		if (cs->ddl_ttl > 0) {
+		if (cs->ddl_open) {
 			/* A DDL marker covers the commands of its database until apply's
 			 * closing checkpoint transaction (one source command can log
 			 * several: startIndexBuild + commitIndexBuild, drops + dropDatabase). */
 			char desc[300];
-			size_t dl = strlen(cs->ddl_cmd);
-			oplog_ddl_desc(entry, desc, sizeof desc);
-			if (desc[0] && (dl == 0 || (strncmp(in->ns, cs->ddl_cmd, dl) == 0 && in->ns[dl] == '.'))) {
-				memcpy(origin, cs->ddl_origin, 16);
-				cs->ddl_ttl = DDL_LOOKAHEAD;
+			struct ddl_bracket *b;
+			if (oplog_ddl_desc(entry, desc, sizeof desc)[0] && (b = ddl_find(cs, in->ns)) != NULL) {
+				memcpy(origin, b->origin, 16);
+				b->ttl = DDL_LOOKAHEAD;
 				return 1;
 			}
 		}
 	}
-	if (cs->ddl_ttl > 0)
-		cs->ddl_ttl--;
+	if (cs->ddl_open)
+		ddl_age(cs);
 	return 0;
 }
 
@@ -473,11 +539,8 @@ static void note_marker(struct cap_source *cs, const bson_t *entry)
 	uint8_t origin[16];
 	int is_ddl;
 	char cmd[256];
-	if (oplog_marker_of_op(entry, origin, &is_ddl, cmd, sizeof cmd) && is_ddl) {
-		memcpy(cs->ddl_origin, origin, 16);
-		snprintf(cs->ddl_cmd, sizeof cs->ddl_cmd, "%s", cmd);
-		cs->ddl_ttl = DDL_LOOKAHEAD;
-	}
+	if (oplog_marker_of_op(entry, origin, &is_ddl, cmd, sizeof cmd) && is_ddl)
+		ddl_open(cs, cmd, strlen(cmd), origin);
 }
 
 /* ---- talking to the server ---------------------------------------------- */
@@ -675,7 +738,7 @@ static void warm_up(struct cap_source *cs, uint64_t last_ts)
 			int open_chain = o_flag(&doc, "partialTxn") || o_flag(&doc, "prepare");
 			struct txn_slot *s = in.has_txn ? txn_find(cs, in.lsid, in.txn_number) : NULL;
 			if (foreign)
-				cs->ddl_ttl = 0;
+				ddl_close(cs, e.origin);
 			if (in.has_txn && open_chain && foreign)
 				txn_remember(cs, in.lsid, in.txn_number, e.origin);
 			else if (s && !open_chain)
@@ -692,15 +755,12 @@ static void warm_up(struct cap_source *cs, uint64_t last_ts)
 			char desc[300];
 			const char *dot = strchr(in.ns, '.');
 			if (oplog_ddl_desc(&doc, desc, sizeof desc)[0]) {
-				memcpy(cs->ddl_origin, e.origin, 16);
-				snprintf(cs->ddl_cmd, sizeof cs->ddl_cmd, "%.*s",
-				    dot ? (int)(dot - in.ns) : (int)strlen(in.ns), in.ns);
-				cs->ddl_ttl = DDL_LOOKAHEAD;
+				ddl_open(cs, in.ns, dot ? (size_t)(dot - in.ns) : strlen(in.ns), e.origin);
 				continue;
 			}
 		}
-		if (cs->ddl_ttl > 0)
-			cs->ddl_ttl--;
+		if (cs->ddl_open)
+			ddl_age(cs);
 	}
 	jnl_reader_free(r);
 	log_debug("capture of '%s': re-read %llu journaled entries for open transactions", cs->srv->name,

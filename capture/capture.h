@@ -18,7 +18,9 @@
  * commits blocks (several blocks in one transaction when a backlog builds
  * up; each block is still whole or absent).  At start the newest journaled
  * entries are re-read so that an open transaction chain or DDL bracket
- * keeps its origin across a restart.  Fault point (fault.h): cap_committed,
+ * keeps its origin across a restart.  DDL brackets are kept per database
+ * (up to 16 open at once) and closed by the checkpoint transaction of the
+ * same origin.  Fault point (fault.h): cap_committed,
  * right after one of capture's block commits.
  */
 #ifndef MMM_CAPTURE_H

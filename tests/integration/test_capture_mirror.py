@@ -468,8 +468,25 @@ def origin_checks(a, ida, jdir, split):
     marked_txn(1)
     c.origddl.create_collection("local_one")   # after the bracket closed: the source's own
     own_ddl = a.last_ts()
+    # two origins' brackets open at once, on two databases, closed by each
+    # origin's own checkpoint transaction
+    Y = str(uuid.uuid4())
+    for o, db in ((X, "origd1"), (Y, "origd2")):
+        c.mmm.checkpoints.replace_one({"_id": "mmm:%s:%s:ddl" % (o, ida)},
+                                      {"origin": bson.Binary(uuid.UUID(o).bytes, 4),
+                                       "source": bson.Binary(uuid.UUID(ida).bytes, 4),
+                                       "ts": Timestamp(2, 1), "cmd": db}, upsert=True)
+    c.origd2.create_collection("y")
+    ddl_y = a.last_ts()
+    c.origd1.create_collection("x")
+    ddl_x = a.last_ts()
+    marked_txn(1)                               # closes X's bracket only
+    c.origd2.y.create_index([("k", 1)])
+    ddl_y2 = a.last_ts()
+    c.origd1.create_collection("x2")
+    own_ddl2 = a.last_ts()
     ck.check(wait_for(lambda: (source_stat(jdir, "server_a") or {}).get("last_ts") ==
-                      "%d:%d" % (own_ddl.time, own_ddl.inc), 10, 0.05), "origin entries journaled")
+                      "%d:%d" % (own_ddl2.time, own_ddl2.inc), 10, 0.05), "origin entries journaled")
     org = origins(jdir, "server_a")
     if not ck.check(org, "test_capture_origin --origins"):
         return
@@ -494,6 +511,10 @@ def origin_checks(a, ida, jdir, split):
         ck.eq(org.get(t), ida, "origin of the ordinary transaction %s" % (t,))
     ck.eq(org.get(k(ddl)), X, "origin of the bracketed create (%s)" % ents.get(k(ddl), {}).get("o"))
     ck.eq(org.get(k(own_ddl)), ida, "origin of the create after the bracket closed")
+    ck.eq(org.get(k(ddl_y)), Y, "origin of Y's create while X's bracket is open too")
+    ck.eq(org.get(k(ddl_x)), X, "origin of X's create while Y's bracket is open too")
+    ck.eq(org.get(k(ddl_y2)), Y, "Y's bracket survives X's checkpoint (%s)" % ents.get(k(ddl_y2), {}).get("o"))
+    ck.eq(org.get(k(own_ddl2)), ida, "X's bracket closed by X's checkpoint")
     ck.check(not any(d["ns"].startswith("mmm.") for t, d in ents.items() if t in org),
              "markers themselves are not journaled")
 

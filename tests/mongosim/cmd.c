@@ -476,6 +476,7 @@ static void slot_write(struct ctx *x, struct sim_coll *c, size_t slot, bson_t *d
 			if (s->doc) bson_destroy(s->doc);
 			s->doc = doc;
 		}
+		sim_uidx_add(c, slot, doc);
 		return;
 	}
 	if (doc) {
@@ -638,10 +639,101 @@ static bool index_covers(const bson_t *spec, const bson_t *doc)
 	return true;
 }
 
+/* single-field keys are multikey: an array contributes each element;
+ * a missing field is keyed as null */
+static bool one_clash(const bson_iter_t *xa, const bson_iter_t *b, bool hb, bool arr_b)
+{
+	if (!hb) return BSON_ITER_HOLDS_NULL(xa);
+	if (!arr_b)
+		return sim_canon(bson_iter_type(xa)) == sim_canon(bson_iter_type(b)) && sim_cmp_iter(xa, b) == 0;
+	bson_iter_t eb;
+	bson_iter_recurse(b, &eb);
+	while (bson_iter_next(&eb))
+		if (sim_canon(bson_iter_type(xa)) == sim_canon(bson_iter_type(&eb)) && sim_cmp_iter(xa, &eb) == 0) return true;
+	return false;
+}
+
+static bool key_values_clash(const bson_iter_t *a, bool ha, const bson_iter_t *b, bool hb, bson_iter_t *hit,
+                             bool *hit_null)
+{
+	bool arr_b = hb && BSON_ITER_HOLDS_ARRAY(b);
+	*hit_null = false;
+	if (!ha) {
+		/* null against null (or missing), or against an array holding null */
+		bool r = !hb || BSON_ITER_HOLDS_NULL(b);
+		if (!r && arr_b) {
+			bson_iter_t eb;
+			bson_iter_recurse(b, &eb);
+			while (bson_iter_next(&eb)) if (BSON_ITER_HOLDS_NULL(&eb)) r = true;
+		}
+		*hit_null = r;
+		return r;
+	}
+	if (!BSON_ITER_HOLDS_ARRAY(a)) {
+		if (one_clash(a, b, hb, arr_b)) { *hit = *a; return true; }
+		return false;
+	}
+	bson_iter_t ea;
+	bson_iter_recurse(a, &ea);
+	while (bson_iter_next(&ea))
+		if (one_clash(&ea, b, hb, arr_b)) { *hit = ea; return true; }
+	return false;
+}
+
+struct uprobe {
+	struct ctx *x; struct sim_coll *c; size_t i; long self; const char *path;
+	bson_iter_t mine; bool hm; int rc;
+};
+
+/* is the candidate slot's visible document a duplicate? (sets the error) */
+static bool uprobe_slot(uint32_t slot, void *arg)
+{
+	struct uprobe *p = arg;
+	if ((long)slot == p->self || slot >= p->c->nslots) return false;
+	const bson_t *d = sim_visible(&p->c->slots[slot], p->x->txn);
+	if (!d || !index_covers(p->c->indexes[p->i], d)) return false;
+	bson_iter_t theirs, hit;
+	bool hit_null;
+	bool ht = sim_lookup(d, p->path, &theirs);
+	if (!key_values_clash(&p->mine, p->hm, &theirs, ht, &hit, &hit_null)) return false;
+	bson_t kv = BSON_INITIALIZER;
+	if (hit_null) bson_append_null(&kv, p->path, -1);
+	else bson_append_iter(&kv, p->path, -1, &hit);
+	p->rc = dup_error(p->x, p->c, p->c->indexes[p->i], &kv);
+	bson_destroy(&kv);
+	return true;
+}
+
 static int check_unique(struct ctx *x, struct sim_coll *c, const bson_t *doc, long self)
 {
 	for (size_t i = 1; i < c->nidx; i++) {
 		if (!index_unique(c->indexes[i]) || !index_covers(c->indexes[i], doc)) continue;
+		bson_t key;
+		get_doc(c->indexes[i], "key", &key);
+		bson_iter_t kf, more;
+		bool single = bson_iter_init(&kf, &key) && bson_iter_next(&kf);
+		if (single) { more = kf; single = !bson_iter_next(&more); }
+		if (single) {
+			struct uprobe p;
+			memset(&p, 0, sizeof p);
+			p.x = x; p.c = c; p.i = i; p.self = self; p.path = bson_iter_key(&kf);
+			p.hm = sim_lookup(doc, p.path, &p.mine);
+			bool found = false;
+			struct sim_uidx *u = i < c->nuidx ? c->uidx[i] : NULL;
+			if (!u) {
+				for (size_t s = 0; s < c->nslots && !found; s++) found = uprobe_slot((uint32_t)s, &p);
+			} else if (!p.hm) {
+				found = sim_uidx_probe(u, sim_null_hash(), uprobe_slot, &p);
+			} else if (BSON_ITER_HOLDS_ARRAY(&p.mine)) {
+				bson_iter_t e;
+				bson_iter_recurse(&p.mine, &e);
+				while (!found && bson_iter_next(&e)) found = sim_uidx_probe(u, sim_value_hash(&e), uprobe_slot, &p);
+			} else {
+				found = sim_uidx_probe(u, sim_value_hash(&p.mine), uprobe_slot, &p);
+			}
+			if (found) return p.rc;
+			continue;
+		}
 		bson_t kv = BSON_INITIALIZER;
 		index_key_value(c->indexes[i], doc, &kv);
 		for (size_t s = 0; s < c->nslots; s++) {
@@ -2231,6 +2323,7 @@ static int cmd_createindexes(struct ctx *x)
 		c->indexes = realloc(c->indexes, (c->nidx + 1) * sizeof *c->indexes);
 		c->indexes[c->nidx++] = news[k];
 	}
+	if (nn) sim_uidx_rebuild(c);
 	BSON_APPEND_INT32(x->reply, "numIndexesBefore", before);
 	BSON_APPEND_INT32(x->reply, "numIndexesAfter", (int32_t)c->nidx);
 	if (!nn) BSON_APPEND_UTF8(x->reply, "note", "all indexes already exist");
@@ -2294,6 +2387,7 @@ static int cmd_dropindexes(struct ctx *x)
 		}
 	}
 	c->nidx = j;
+	sim_uidx_rebuild(c);
 	BSON_APPEND_INT32(x->reply, "nIndexesWas", was);
 	return 0;
 }
@@ -2356,6 +2450,7 @@ static int cmd_collmod(struct ctx *x)
 			}
 			bson_destroy(c->indexes[i]);
 			c->indexes[i] = ns;
+			sim_uidx_rebuild(c);
 		} else {
 			if (bson_iter_init_find(&old, c->options, k)) bson_append_iter(&co, k, -1, &old);
 			bson_append_iter(&newopts, k, -1, &it);

@@ -106,6 +106,12 @@ struct sim_slot {
 struct sim_idmap_ent { uint64_t h; uint32_t slot; uint8_t state; };
 struct sim_idmap { struct sim_idmap_ent *e; size_t cap, n, tomb; };
 
+/* candidate index of a unique single-field secondary index: value hash ->
+ * slots that held a version with that value (a superset: every hit is
+ * verified against the slot's visible document) */
+struct sim_uent { uint64_t h; uint32_t slot; uint8_t state; };
+struct sim_uidx { struct sim_uent *e; size_t cap, n; char *path; };
+
 struct sim_coll {
 	char *db, *name, *ns;
 	uint8_t uuid[16];
@@ -118,6 +124,8 @@ struct sim_coll {
 	bool capped;
 	int64_t capped_size, capped_max;
 	size_t nold;         /* slots holding old versions (no compaction meanwhile) */
+	struct sim_uidx **uidx;   /* parallel to indexes; NULL where not unique single-field */
+	size_t nuidx;
 };
 
 struct sim_entry { uint64_t ts; uint32_t len; uint8_t *data; };
@@ -234,6 +242,14 @@ size_t sim_coll_add(struct sim_coll *c, bson_t *doc);  /* takes ownership */
 void sim_coll_set(struct sim_coll *c, size_t slot, bson_t *doc);  /* replaces, frees old */
 void sim_coll_del(struct sim_coll *c, size_t slot);
 void sim_coll_compact(struct sim_coll *c);
+/* rebuilds the unique-index candidate maps (after index or slot changes) */
+void sim_uidx_rebuild(struct sim_coll *c);
+/* records doc's key values for slot in every candidate map */
+void sim_uidx_add(struct sim_coll *c, size_t slot, const bson_t *doc);
+/* calls fn(slot, arg) for every candidate slot of value v in map u; stops when fn returns true */
+bool sim_uidx_probe(struct sim_uidx *u, uint64_t h, bool (*fn)(uint32_t slot, void *arg), void *arg);
+uint64_t sim_value_hash(const bson_iter_t *v);
+uint64_t sim_null_hash(void);
 /* the version of the slot visible to txn (NULL = not visible): its own
  * write, else the committed version of its snapshot */
 const bson_t *sim_visible(struct sim_slot *s, struct sim_txn *t);

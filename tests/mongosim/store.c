@@ -69,6 +69,110 @@ static bool slot_key_eq(struct sim_coll *c, uint32_t slot, const uint8_t *key, u
 	return eq;
 }
 
+uint64_t sim_value_hash(const bson_iter_t *v)
+{
+	uint8_t buf[256]; uint32_t kl; bool al;
+	uint8_t *k = id_key(v, &kl, buf, sizeof buf, &al);
+	uint64_t h = hash_bytes(k, kl);
+	if (al) free(k);
+	return h;
+}
+
+uint64_t sim_null_hash(void)
+{
+	uint8_t k = (uint8_t)sim_canon(BSON_TYPE_NULL);
+	return hash_bytes(&k, 1);
+}
+
+static void uidx_put(struct sim_uidx *u, uint64_t h, uint32_t slot)
+{
+	if ((u->n + 1) * 2 > u->cap) {
+		size_t ncap = u->cap ? u->cap * 2 : 64;
+		struct sim_uent *old = u->e;
+		size_t ocap = u->cap;
+		u->e = calloc(ncap, sizeof *u->e);
+		u->cap = ncap;
+		u->n = 0;
+		for (size_t i = 0; i < ocap; i++) if (old[i].state) uidx_put(u, old[i].h, old[i].slot);
+		free(old);
+	}
+	size_t i = h & (u->cap - 1);
+	while (u->e[i].state) {
+		if (u->e[i].h == h && u->e[i].slot == slot) return;   /* already there */
+		i = (i + 1) & (u->cap - 1);
+	}
+	u->e[i].h = h; u->e[i].slot = slot; u->e[i].state = 1;
+	u->n++;
+}
+
+bool sim_uidx_probe(struct sim_uidx *u, uint64_t h, bool (*fn)(uint32_t slot, void *arg), void *arg)
+{
+	if (!u->cap) return false;
+	size_t i = h & (u->cap - 1);
+	while (u->e[i].state) {
+		if (u->e[i].h == h && fn(u->e[i].slot, arg)) return true;
+		i = (i + 1) & (u->cap - 1);
+	}
+	return false;
+}
+
+void sim_uidx_add(struct sim_coll *c, size_t slot, const bson_t *doc)
+{
+	for (size_t k = 0; k < c->nuidx; k++) {
+		struct sim_uidx *u = c->uidx[k];
+		if (!u || !doc) continue;
+		bson_iter_t v;
+		if (!sim_lookup(doc, u->path, &v)) { uidx_put(u, sim_null_hash(), (uint32_t)slot); continue; }
+		if (BSON_ITER_HOLDS_ARRAY(&v)) {
+			bson_iter_t e;
+			bson_iter_recurse(&v, &e);
+			while (bson_iter_next(&e)) uidx_put(u, sim_value_hash(&e), (uint32_t)slot);
+			continue;
+		}
+		uidx_put(u, sim_value_hash(&v), (uint32_t)slot);
+	}
+}
+
+static void uidx_free_all(struct sim_coll *c)
+{
+	for (size_t k = 0; k < c->nuidx; k++) {
+		if (!c->uidx[k]) continue;
+		free(c->uidx[k]->e);
+		bson_free(c->uidx[k]->path);
+		free(c->uidx[k]);
+	}
+	free(c->uidx);
+	c->uidx = NULL;
+	c->nuidx = 0;
+}
+
+void sim_uidx_rebuild(struct sim_coll *c)
+{
+	uidx_free_all(c);
+	c->uidx = calloc(c->nidx + 1, sizeof *c->uidx);
+	c->nuidx = c->nidx;
+	bool any = false;
+	for (size_t k = 1; k < c->nidx; k++) {
+		bson_iter_t it, key;
+		if (!bson_iter_init_find(&it, c->indexes[k], "unique") || !bson_iter_as_bool(&it)) continue;
+		if (!bson_iter_init_find(&it, c->indexes[k], "key") || !BSON_ITER_HOLDS_DOCUMENT(&it)) continue;
+		bson_iter_recurse(&it, &key);
+		if (!bson_iter_next(&key)) continue;
+		bson_iter_t more = key;
+		if (bson_iter_next(&more)) continue;   /* compound: scanned */
+		c->uidx[k] = calloc(1, sizeof **c->uidx);
+		c->uidx[k]->path = bson_strdup(bson_iter_key(&key));
+		any = true;
+	}
+	if (!any) return;
+	for (size_t i = 0; i < c->nslots; i++) {
+		struct sim_slot *s = &c->slots[i];
+		sim_uidx_add(c, i, s->doc);
+		sim_uidx_add(c, i, s->committed);
+		for (struct sim_oldver *o = s->old; o; o = o->next) sim_uidx_add(c, i, o->doc);
+	}
+}
+
 static void map_insert_raw(struct sim_idmap *m, uint64_t h, uint32_t slot)
 {
 	size_t i = h & (m->cap - 1);
@@ -146,6 +250,7 @@ size_t sim_coll_add(struct sim_coll *c, bson_t *doc)
 	c->slots[s].doc = doc;
 	c->live++;
 	map_add_doc(c, doc, s);
+	sim_uidx_add(c, s, doc);
 	return s;
 }
 
@@ -153,6 +258,7 @@ void sim_coll_set(struct sim_coll *c, size_t slot, bson_t *doc)
 {
 	if (c->slots[slot].doc) bson_destroy(c->slots[slot].doc);
 	c->slots[slot].doc = doc;
+	sim_uidx_add(c, slot, doc);
 }
 
 /* removes the slot's _id from the index and frees its versions */
@@ -188,6 +294,7 @@ void sim_coll_compact(struct sim_coll *c)
 	c->live = j;
 	map_free(&c->map);
 	for (size_t i = 0; i < c->nslots; i++) map_add_doc(c, c->slots[i].doc, i);
+	sim_uidx_rebuild(c);
 }
 
 const bson_t *sim_visible(struct sim_slot *s, struct sim_txn *t)
@@ -306,6 +413,7 @@ void sim_coll_free(struct sim_coll *c)
 	}
 	free(c->slots);
 	map_free(&c->map);
+	uidx_free_all(c);
 	for (size_t i = 0; i < c->nidx; i++) bson_destroy(c->indexes[i]);
 	free(c->indexes);
 	bson_destroy(c->options);
@@ -563,6 +671,7 @@ int sim_load(const char *dir)
 			if (!(b = bson_reader_read(r, &eof))) goto out;
 			sim_coll_add(c, bson_copy(b));
 		}
+		sim_uidx_rebuild(c);
 	}
 	for (int64_t k = 0; k < nop; k++) {
 		if (!(b = bson_reader_read(r, &eof))) goto out;

@@ -86,6 +86,7 @@ def test_persist():
             ck.eq([dict(x) for x in c.p.a.list_indexes()], idx1, "indexes kept")
             ck.eq(c.admin.command("replSetGetConfig")["config"]["settings"]["replicaSetId"], rsid, "replicaSetId kept")
             ck.raises(lambda: c.p.a.insert_one({"_id": 500, "v": 50}), 11000, "unique index enforced after restart")
+            ck.raises(lambda: c.p.a.update_one({"_id": 60}, {"$set": {"v": 1001}}), 11000, "unique index enforced on update after restart")
             c.p.a.insert_one({"_id": 501})
             ck.check(s.last_ts() > ops1[-1]["ts"], "ts keeps increasing after restart")
             # a client connected before a restart reconnects on the same port

@@ -212,6 +212,9 @@ def test_updates(s, c):
     ck.eq(after({"$push": {"a": 3}}, {"a": [1, 2]}), {"a": [1, 2, 3]}, "$push")
     ck.eq(after({"$push": {"a": {"$each": [3, 4], "$slice": -3}}}, {"a": [1, 2]}), {"a": [2, 3, 4]}, "$push $each $slice")
     ck.eq(after({"$push": {"a": {"$each": [0], "$position": 0}}}, {"a": [1, 2]}), {"a": [0, 1, 2]}, "$push $position")
+    ck.eq(after({"$push": {"a": {"$each": [{"s": 2}, {"s": 0}], "$sort": {"s": -1}}}}, {"a": [{"s": 1}]}),
+          {"a": [{"s": 2}, {"s": 1}, {"s": 0}]}, "$push $sort by field")
+    ck.eq(after({"$push": {"a": {"$each": [3, 1], "$sort": 1, "$slice": 3}}}, {"a": [2, 5]}), {"a": [1, 2, 3]}, "$push $sort $slice")
     ck.eq(after({"$pull": {"a": {"$gt": 2}}}, {"a": [1, 2, 3, 4]}), {"a": [1, 2]}, "$pull cond")
     ck.eq(after({"$pull": {"a": 2}}, {"a": [2, 1, 2]}), {"a": [1]}, "$pull value")
     ck.eq(after({"$pullAll": {"a": [1, 3]}}, {"a": [1, 2, 3]}), {"a": [2]}, "$pullAll")

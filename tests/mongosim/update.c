@@ -440,7 +440,17 @@ static int need_array(struct uctx *u, const struct path *p, struct mn *cur, cons
 	return 0;
 }
 
+static int op_push_impl(struct uctx *u, const struct path *p, const bson_iter_t *arg, bson_t **spec_out);
+
 static int op_push(struct uctx *u, const struct path *p, const bson_iter_t *arg)
+{
+	bson_t *spec = NULL;
+	int rc = op_push_impl(u, p, arg, &spec);
+	if (spec) bson_destroy(spec);
+	return rc;
+}
+
+static int op_push_impl(struct uctx *u, const struct path *p, const bson_iter_t *arg, bson_t **spec_out)
 {
 	struct mn *cur = get(u, p);
 	int rc = need_array(u, p, cur, "$push");
@@ -450,6 +460,7 @@ static int op_push(struct uctx *u, const struct path *p, const bson_iter_t *arg)
 	int64_t slice = 0, pos = 0;
 	bson_iter_t each;
 	int sortdir = 0;
+	bson_t *sortspec = NULL;   /* $sort: {field: 1, ...} orders embedded documents (freed by op_push) */
 	if (BSON_ITER_HOLDS_DOCUMENT(arg)) {
 		bson_iter_t c;
 		bson_iter_recurse(arg, &c);
@@ -462,7 +473,15 @@ static int op_push(struct uctx *u, const struct path *p, const bson_iter_t *arg)
 					has_each = true; each = c;
 				} else if (!strcmp(k, "$slice")) { has_slice = true; slice = (int64_t)sim_num(&c); }
 				else if (!strcmp(k, "$position")) { has_pos = true; pos = (int64_t)sim_num(&c); }
-				else if (!strcmp(k, "$sort")) { has_sort = true; sortdir = BSON_ITER_HOLDS_DOCUMENT(&c) ? 2 : (sim_num(&c) < 0 ? -1 : 1); }
+				else if (!strcmp(k, "$sort")) {
+					has_sort = true;
+					sortdir = BSON_ITER_HOLDS_DOCUMENT(&c) ? 2 : (sim_num(&c) < 0 ? -1 : 1);
+					if (sortdir == 2) {
+						const uint8_t *sd; uint32_t sl;
+						bson_iter_document(&c, &sl, &sd);
+						if (!sortspec) sortspec = *spec_out = bson_new_from_data(sd, sl);
+					}
+				}
 				else return fail(u, E_BADVALUE, "Unrecognized clause in $push: %s", k);
 			}
 			if (!has_each) return fail(u, E_BADVALUE, "$push with modifiers requires $each");
@@ -498,7 +517,18 @@ static int op_push(struct uctx *u, const struct path *p, const bson_iter_t *arg)
 				bson_iter_t xi, yi;
 				bson_iter_init_find(&xi, &x, "v");
 				bson_iter_init_find(&yi, &y, "v");
-				int c = sim_cmp_iter(&xi, &yi) * (sortdir == -1 ? -1 : 1);
+				int c;
+				if (sortspec && BSON_ITER_HOLDS_DOCUMENT(&xi) && BSON_ITER_HOLDS_DOCUMENT(&yi)) {
+					bson_t dx, dy;
+					const uint8_t *p1, *p2; uint32_t l1, l2;
+					bson_iter_document(&xi, &l1, &p1);
+					bson_iter_document(&yi, &l2, &p2);
+					bson_init_static(&dx, p1, l1);
+					bson_init_static(&dy, p2, l2);
+					c = sim_sort_cmp(&dx, &dy, sortspec);
+				} else {
+					c = sim_cmp_iter(&xi, &yi) * (sortdir == -1 ? -1 : 1);
+				}
 				bson_destroy(&x); bson_destroy(&y);
 				if (c <= 0) break;
 				struct mn *t = arr->k[j]; arr->k[j] = arr->k[j - 1]; arr->k[j - 1] = t;

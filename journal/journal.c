@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -525,6 +527,7 @@ struct sealed {
 struct jnl_writer {
 	struct jnl *j;
 	uint8_t source[16];
+	int lock_fd;               /* flock'ed writer-<uuid>.lock: one writer per source */
 	ZSTD_CCtx *cctx;
 	/* the open block */
 	uint8_t *raw;
@@ -539,6 +542,45 @@ struct jnl_writer {
 	struct sealed *sealed;
 	size_t nsealed, sealed_cap, sealed_bytes;
 };
+
+/* Takes the source's writer lock (a flock, so it also holds between two
+ * writers of one process, and goes with the process however it ends). */
+static int writer_lock(struct jnl *j, const uint8_t source[16], int *fd)
+{
+	char path[4096], u[37], pid[32];
+	int len;
+
+	uuid_format(source, u);
+	snprintf(path, sizeof path, "%s/writer-%s.lock", j->path, u);
+	if ((*fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0)
+		return errno;
+	if (flock(*fd, LOCK_EX | LOCK_NB) != 0) {
+		int rc = errno == EWOULDBLOCK ? EBUSY : errno;
+		close(*fd);
+		*fd = -1;
+		return rc;
+	}
+	len = snprintf(pid, sizeof pid, "%d\n", (int)getpid());
+	if (ftruncate(*fd, 0) == 0 && pwrite(*fd, pid, (size_t)len, 0) != len)
+		log_debug("cannot write pid into '%s'", path);
+	return 0;
+}
+
+int jnl_writer_pid(struct jnl *j, const uint8_t source[16])
+{
+	char path[4096], u[37], buf[32];
+	ssize_t n;
+	int fd;
+
+	uuid_format(source, u);
+	snprintf(path, sizeof path, "%s/writer-%s.lock", j->path, u);
+	if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+		return 0;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	buf[n > 0 ? n : 0] = '\0';
+	return atoi(buf);
+}
 
 int jnl_writer_new(struct jnl *j, const uint8_t source[16], struct jnl_writer **out)
 {
@@ -556,8 +598,13 @@ int jnl_writer_new(struct jnl *j, const uint8_t source[16], struct jnl_writer **
 		return ENOMEM;
 	w->j = j;
 	memcpy(w->source, source, 16);
+	if ((rc = writer_lock(j, source, &w->lock_fd)) != 0) {
+		free(w);
+		return rc;
+	}
 	w->cctx = ZSTD_createCCtx();
 	if (w->cctx == NULL) {
+		close(w->lock_fd);
 		free(w);
 		return ENOMEM;
 	}
@@ -582,6 +629,8 @@ void jnl_writer_free(struct jnl_writer *w)
 	if (w == NULL)
 		return;
 	drop_sealed(w);
+	if (w->lock_fd >= 0)
+		close(w->lock_fd);     /* releases the flock */
 	free(w->sealed);
 	free(w->raw);
 	free(w->ann);

@@ -115,8 +115,12 @@ int jnl_source_identity(struct jnl *j, const uint8_t uuid[16], const char *set_n
 /* ---- appending -------------------------------------------------------- */
 
 /* A writer collects one source's entries into blocks.  The source must exist
- * (jnl_source_ensure) and be LOCAL. */
+ * (jnl_source_ensure) and be LOCAL (else MMM_EOWNER).  Only one writer per
+ * source may exist at a time, across processes: EBUSY while another holds
+ * it (jnl_writer_pid() names the holder). */
 int jnl_writer_new(struct jnl *j, const uint8_t source[16], struct jnl_writer **out);
+/* The pid recorded by the last writer of SOURCE (0 when unknown). */
+int jnl_writer_pid(struct jnl *j, const uint8_t source[16]);
 void jnl_writer_free(struct jnl_writer *w);   /* drops what was not committed */
 
 /* Adds one entry (copied).  ORIGIN NULL means the source itself.  The entry

@@ -177,9 +177,11 @@ static void test_basic(const char *dir)
 	CHECK_INT(count_from(j, JNL_TS(1700000123, 11), &first, 0), 2500 - 1240);
 	CHECK_INT(count_from(j, JNL_TS(1800000000, 0), NULL, 0), 0);
 
-	/* order and validity */
-	struct jnl_writer *w;
+	/* order and validity; one writer per source */
+	struct jnl_writer *w, *w2;
 	CHECK_INT(jnl_writer_new(j, SRC, &w), 0);
+	CHECK_INT(jnl_writer_new(j, SRC, &w2), EBUSY);
+	CHECK_INT(jnl_writer_pid(j, SRC), getpid());
 	bson_t *old = entry(1700000249, 10, 1);
 	CHECK_INT(jnl_writer_add(w, bson_get_data(old), old->len, NULL), MMM_EORDER);
 	uint8_t junk[16] = { 16, 0, 0, 0, 0x11, 't', 's', 0, 1, 0, 0, 0, 2, 0, 0, 0 };

@@ -3,6 +3,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include "log.h"
 #include "util.h"
 
 int64_t mmm_mono_ms(void)
@@ -51,4 +52,16 @@ void mmm_ns_split(const char *ns, char *db, size_t dblen, const char **coll)
 	const char *dot = strchr(ns, '.');
 	snprintf(db, dblen, "%.*s", dot ? (int)(dot - ns) : (int)strlen(ns), ns);
 	*coll = dot ? dot + 1 : "";
+}
+
+static void mongoc_log_debug(mongoc_log_level_t level, const char *domain, const char *message, void *arg)
+{
+	(void)arg;
+	if (level <= MONGOC_LOG_LEVEL_INFO)
+		log_debug("libmongoc %s: %s", domain, message);
+}
+
+void mmm_mongoc_log_to_debug(void)
+{
+	mongoc_log_set_handler(mongoc_log_debug, NULL);
 }

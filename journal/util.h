@@ -20,6 +20,10 @@ void mmm_sleep_ms(int ms, volatile sig_atomic_t *stop);
  * error API version 2.  NULL with *err set when the URI is bad. */
 mongoc_client_t *mmm_client_new(const char *uri, const char *appname, int select_ms, bson_error_t *err);
 
+/* Routes libmongoc's own log lines (URI warnings, reconnects) to log_debug,
+ * so stderr carries only our one-line messages.  Call before cfg_load(). */
+void mmm_mongoc_log_to_debug(void);
+
 /* "db.coll" -> DB (copied) and *COLL (a pointer into NS, "" without a dot). */
 void mmm_ns_split(const char *ns, char *db, size_t dblen, const char **coll);
 

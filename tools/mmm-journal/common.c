@@ -9,6 +9,7 @@
 #include "err.h"
 #include "log.h"
 #include "mj.h"
+#include "util.h"
 
 int mj_init(struct mj *m, const struct mj_opts *o)
 {
@@ -19,6 +20,7 @@ int mj_init(struct mj *m, const struct mj_opts *o)
 	m->o = o;
 	if (o->config) {
 		err[0] = '\0';
+		mmm_mongoc_log_to_debug();
 		rc = cfg_load(o->config, &m->cfg, err, sizeof err);
 		if (rc) {
 			if (err[0])

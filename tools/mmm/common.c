@@ -6,6 +6,7 @@
 #include "err.h"
 #include "log.h"
 #include "mmm.h"
+#include "util.h"
 
 char *mmm_journal_path(const struct cfg *cfg)
 {
@@ -22,18 +23,6 @@ char *mmm_journal_path(const struct cfg *cfg)
 		snprintf(out, n, "%s/mmm-journal", dir);
 	free(copy);
 	return out;
-}
-
-static void silent_log(mongoc_log_level_t level, const char *domain, const char *message, void *arg)
-{
-	(void)arg;
-	if (level <= MONGOC_LOG_LEVEL_WARNING)
-		log_debug("libmongoc %s: %s", domain, message);
-}
-
-void mmm_quiet_mongoc(void)
-{
-	mongoc_log_set_handler(silent_log, NULL);
 }
 
 mongoc_client_t *mmm_try_connect(const struct cfg_server *srv, char *why, size_t len)

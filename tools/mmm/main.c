@@ -8,6 +8,7 @@
 #include "fault.h"
 #include "log.h"
 #include "mmm.h"
+#include "util.h"
 
 static const char usage_text[] =
     "usage: mmm -c FILE [-v] [--log-format text|json] COMMAND [options]\n"
@@ -180,7 +181,7 @@ int main(int argc, char **argv)
 		return 2;
 	memset(&m, 0, sizeof m);
 	m.o = &o;
-	mmm_quiet_mongoc();
+	mmm_mongoc_log_to_debug();
 	if ((rc = cfg_load(o.config, &m.cfg, err, sizeof err)) != 0) {
 		log_warnx("%s", err);
 		return 2;

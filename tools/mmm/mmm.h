@@ -36,9 +36,6 @@ struct mmm {
 
 /* The journal path for CFG: journal.path, else "mmm-journal" in the config's directory. */
 char *mmm_journal_path(const struct cfg *cfg);
-/* Sends libmongoc's own log lines to log_debug (they would otherwise reach
- * stderr unformatted, e.g. while the configuration's URIs are parsed). */
-void mmm_quiet_mongoc(void);
 /* A client for SRV that gives up within ~3 s; NULL after logging a one-line
  * error naming the server ("cannot reach 'server_a' (URI): reason"). */
 mongoc_client_t *mmm_connect(const struct cfg_server *srv);

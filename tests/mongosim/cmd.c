@@ -175,7 +175,7 @@ static bool get_bool(const bson_t *b, const char *k, bool dflt)
 static int64_t get_int(const bson_t *b, const char *k, int64_t dflt)
 {
 	bson_iter_t it;
-	if (bson_iter_init_find(&it, b, k) && sim_is_number(bson_iter_type(&it))) return (int64_t)sim_num(&it);
+	if (bson_iter_init_find(&it, b, k) && sim_is_number(bson_iter_type(&it))) return sim_int(&it);
 	return dflt;
 }
 
@@ -1909,7 +1909,7 @@ static int cmd_aggregate(struct ctx *x)
 			sort_spec = &arg;
 			if (n > 1) qsort(d, n, sizeof *d, cmp_docs_sort);
 		} else if (!strcmp(op, "$limit") || !strcmp(op, "$skip")) {
-			int64_t v = (int64_t)sim_num(&s);
+			int64_t v = sim_int(&s);
 			if (v < 0 || (v == 0 && op[1] == 'l')) { rc = err(x, 15958, "the limit must be positive"); break; }
 			if (op[1] == 'l') {
 				for (size_t i = (size_t)v; i < n; i++) bson_destroy(d[i]);
@@ -3137,7 +3137,7 @@ static int cmd_stepdown(struct ctx *x)
 {
 	bson_iter_t it;
 	bson_iter_init_find(&it, x->cmd, x->name);
-	int64_t secs = (int64_t)sim_num(&it);
+	int64_t secs = sim_int(&it);
 	if (secs < 0) secs = 0;
 	sim.stepped_down = true;
 	sim.stepdown_until_ms = sim_mono_ms() + secs * 1000;
@@ -3153,7 +3153,7 @@ static int cmd_pause(struct ctx *x)
 {
 	bson_iter_t it;
 	bson_iter_init_find(&it, x->cmd, x->name);
-	int64_t ms = (int64_t)sim_num(&it);
+	int64_t ms = sim_int(&it);
 	__atomic_store_n(&sim.pause_until_ms, sim_mono_ms() + (ms > 0 ? ms : 0), __ATOMIC_RELAXED);
 	if (x->conn) x->conn->skip_pause = true;
 	return 0;

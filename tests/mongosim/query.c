@@ -56,6 +56,20 @@ double sim_num(const bson_iter_t *it)
 	return (double)vnum(bson_iter_value((bson_iter_t *)it));
 }
 
+int64_t sim_int(const bson_iter_t *it)
+{
+	const int64_t lim = (int64_t)1 << 50;
+	if (BSON_ITER_HOLDS_INT64(it)) {
+		int64_t v = bson_iter_int64(it);
+		return v > lim ? lim : v < -lim ? -lim : v;
+	}
+	double d = sim_num(it);
+	if (d != d) return 0;
+	if (d > (double)lim) return lim;
+	if (d < -(double)lim) return -lim;
+	return (int64_t)d;
+}
+
 static int cmp_num(const bson_value_t *a, const bson_value_t *b)
 {
 	if (a->value_type == BSON_TYPE_INT64 && b->value_type == BSON_TYPE_INT64)
@@ -228,7 +242,7 @@ static bool type_matches(const bson_iter_t *v, const bson_iter_t *t)
 		int code = sim_type_code(s);
 		return code == (int)vt;
 	}
-	if (sim_is_number(bson_iter_type(t))) return (int)sim_num(t) == (int)vt;
+	if (sim_is_number(bson_iter_type(t))) return sim_int(t) == (int64_t)vt || (sim_int(t) == -1 && vt == BSON_TYPE_MINKEY);
 	if (BSON_ITER_HOLDS_ARRAY(t)) {
 		bson_iter_t c;
 		bson_iter_recurse(t, &c);
@@ -285,7 +299,7 @@ static bool op_value(const char *op, const bson_iter_t *v, const bson_iter_t *ar
 		bson_iter_t e; int64_t n = 0;
 		bson_iter_recurse(v, &e);
 		while (bson_iter_next(&e)) n++;
-		return n == (int64_t)sim_num(arg);
+		return n == sim_int(arg);
 	}
 	if (!strcmp(op, "$elemMatch")) {
 		if (!BSON_ITER_HOLDS_ARRAY(v) || !BSON_ITER_HOLDS_DOCUMENT(arg)) return false;

@@ -56,6 +56,8 @@ int sim_cmp_value(const bson_value_t *a, const bson_value_t *b);
 int sim_cmp_docs(const uint8_t *a, uint32_t alen, const uint8_t *b, uint32_t blen);
 bool sim_is_number(bson_type_t t);
 double sim_num(const bson_iter_t *it);
+/* a number as an integer, NaN -> 0, clamped to +-2^50 (user values may be anything) */
+int64_t sim_int(const bson_iter_t *it);
 /* matcher: errmsg set (static string) when the filter is malformed */
 bool sim_match(const bson_t *doc, const bson_t *filter, const char **err);
 bool sim_match_value(const bson_iter_t *val, const bson_iter_t *cond, const char **err);

@@ -388,8 +388,8 @@ struct sim_coll *sim_coll_new(const char *db, const char *name, const bson_t *op
 	c->options = options ? bson_copy(options) : bson_new();
 	bson_iter_t it;
 	if (bson_iter_init_find(&it, c->options, "capped")) c->capped = bson_iter_as_bool(&it);
-	if (bson_iter_init_find(&it, c->options, "size")) c->capped_size = (int64_t)sim_num(&it);
-	if (bson_iter_init_find(&it, c->options, "max")) c->capped_max = (int64_t)sim_num(&it);
+	if (bson_iter_init_find(&it, c->options, "size")) c->capped_size = sim_int(&it);
+	if (bson_iter_init_find(&it, c->options, "max")) c->capped_max = sim_int(&it);
 	c->indexes = malloc(sizeof *c->indexes);
 	c->indexes[0] = BCON_NEW("v", BCON_INT32(2), "key", "{", "_id", BCON_INT32(1), "}", "name", "_id_");
 	c->nidx = 1;

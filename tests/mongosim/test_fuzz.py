@@ -41,7 +41,8 @@ def rval(d=0):
         return [rval(d + 1) for _ in range(rnd.randint(0, 4))]
     return rnd.choice([0, 1, -1, 2**31 - 1, Int64(-5), Int64(2**40), 1.5, float("nan"), "", "c", "db.c",
                        "fz.c", "$x", True, False, None, ObjectId(), Timestamp(0, 0), Timestamp(2**31, 5),
-                       Regex("^a"), b"\x00\x01", {"$numberLong": "1"}, "oplog.rs"])
+                       Regex("^a"), b"\x00\x01", {"$numberLong": "1"}, "oplog.rs",
+                       Int64(-2**63), Int64(2**63 - 1), 1e300, -1e300, float("inf"), -2**31, 2000000, "a.1999999"])
 
 
 def rcmd():

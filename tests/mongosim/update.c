@@ -153,7 +153,7 @@ static bool parse_index(const char *s, size_t *out)
 	for (const char *p = s; *p; p++) {
 		if (*p < '0' || *p > '9') return false;
 		v = v * 10 + (size_t)(*p - '0');
-		if (v > 10000000) return false;
+		if (v > 1500000) return false;   /* mongod refuses to backfill more */
 	}
 	*out = v;
 	return true;
@@ -471,8 +471,8 @@ static int op_push_impl(struct uctx *u, const struct path *p, const bson_iter_t 
 				if (!strcmp(k, "$each")) {
 					if (!BSON_ITER_HOLDS_ARRAY(&c)) return fail(u, E_BADVALUE, "The argument to $each in $push must be an array but it was of type: %s", sim_type_name(bson_iter_type(&c)));
 					has_each = true; each = c;
-				} else if (!strcmp(k, "$slice")) { has_slice = true; slice = (int64_t)sim_num(&c); }
-				else if (!strcmp(k, "$position")) { has_pos = true; pos = (int64_t)sim_num(&c); }
+				} else if (!strcmp(k, "$slice")) { has_slice = true; slice = sim_int(&c); }
+				else if (!strcmp(k, "$position")) { has_pos = true; pos = sim_int(&c); }
 				else if (!strcmp(k, "$sort")) {
 					has_sort = true;
 					sortdir = BSON_ITER_HOLDS_DOCUMENT(&c) ? 2 : (sim_num(&c) < 0 ? -1 : 1);
@@ -1074,7 +1074,9 @@ static int apply_arr(struct mn *m, const bson_iter_t *diff)
 		size_t idx;
 		if (!strcmp(k, "a")) continue;
 		if (!strcmp(k, "l")) {
-			size_t l = (size_t)sim_num(&it);
+			int64_t lv = sim_int(&it);
+			if (lv < 0 || lv > 1500000) return -1;
+			size_t l = (size_t)lv;
 			while (m->n > l) mn_free(m->k[--m->n]);
 			while (m->n < l) mn_push(m, mn_null(""));
 			continue;

@@ -31,6 +31,19 @@ FIX = os.environ.get("MMM_FIXTURES") or os.path.join(ROOT, "fixtures")
 NAMES = ["a", "b", "c", "d"]
 
 
+def _retry_exec(fn):
+    """Runs fn() (which executes a binary), again for a few seconds while the
+    binary is being replaced by a concurrent build (EACCES, ETXTBSY)."""
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            return fn()
+        except OSError as e:
+            if e.errno not in (13, 26) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
 def uuid_bin(u):
     return Binary(uuid.UUID(str(u)).bytes, 4)
 
@@ -43,7 +56,7 @@ class Proc:
         e.update(env or {})
         self.log_path = log_path
         self._log = open(log_path, "ab")
-        self.p = subprocess.Popen(argv, stdout=self._log, stderr=self._log, env=e)
+        self.p = _retry_exec(lambda: subprocess.Popen(argv, stdout=self._log, stderr=self._log, env=e))
 
     def alive(self):
         return self.p.poll() is None
@@ -128,8 +141,8 @@ class Mesh:
 
     def apply_status(self):
         """Every pair's status record: {"apply/<dst>/<src>": {...}}."""
-        p = subprocess.run([os.path.join(BIN, "mmm-apply"), "-c", self.config, "--status"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30)
+        p = _retry_exec(lambda: subprocess.run([os.path.join(BIN, "mmm-apply"), "-c", self.config, "--status"],
+                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=30))
         out = {}
         for line in p.stdout.decode().splitlines():
             if line.strip():

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from applylib import BIN, Mesh  # noqa: E402
+from applylib import BIN, Mesh, _retry_exec  # noqa: E402
 from simlib import Checker, wait_for  # noqa: E402
 
 ck = Checker("apply-links")
@@ -24,8 +24,8 @@ def main():
     with Mesh(2) as m:
         try:
             A, B = m.c["a"], m.c["b"]
-            p = subprocess.run([os.path.join(BIN, "mmm-apply"), "-c", m.config, "-n"], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE)
+            p = _retry_exec(lambda: subprocess.run([os.path.join(BIN, "mmm-apply"), "-c", m.config, "-n"],
+                                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE))
             ck.eq(p.returncode, 0, "-n exits 0")
             ck.check(b"valid" in p.stdout, "-n says the configuration is valid: %r" % p.stdout)
             m.capture(servers=["a"])

@@ -17,7 +17,7 @@ import tempfile
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from applylib import BIN, FIX, Mesh, uuid_bin  # noqa: E402
+from applylib import BIN, FIX, Mesh, _retry_exec, uuid_bin  # noqa: E402
 from simlib import Checker, wait_for  # noqa: E402
 
 import bson  # noqa: E402
@@ -235,8 +235,8 @@ def enc(d):
 
 
 def mj(journal, *args):
-    p = subprocess.run([os.path.join(BIN, "mmm-journal"), "-j", journal] + list(args),
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60)
+    p = _retry_exec(lambda: subprocess.run([os.path.join(BIN, "mmm-journal"), "-j", journal] + list(args),
+                                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=60))
     ck.eq(p.returncode, 0, "mmm-journal %s: %s" % (" ".join(args[:1]), p.stderr.decode()[-300:]))
     return p
 

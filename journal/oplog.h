@@ -14,8 +14,9 @@
  * apply replaces the document "mmm:<origin>:<source>:ddl" with
  * {_id, origin, source, ts, cmd: "<destination database>"}; capture gives
  * that origin to the DDL command entries of that database that follow, until
- * apply's next checkpoint transaction (which closes the bracket) or 64
- * entries, whichever comes first.
+ * that origin's next checkpoint transaction (which closes the bracket) or 64
+ * entries, whichever comes first.  Brackets are kept per database (up to 16),
+ * so two origins' DDL on two databases do not disturb each other.
  */
 #ifndef MMM_OPLOG_H
 #define MMM_OPLOG_H

@@ -220,6 +220,21 @@ static int src_get_txn(struct jnl *j, MDB_txn *t, const uint8_t uuid[16], struct
 	return src_from_val(uuid, &v, s);
 }
 
+/* Moves the source record's chain head and counters past a block added to it. */
+static void src_count_block(struct jnl_source *s, const struct jnl_block_info *b, size_t stored_len)
+{
+	if (s->blocks == 0)
+		s->first_ts = b->first_ts;
+	s->last_ts = b->last_ts;
+	s->last_chk = b->chk;
+	if (b->last_wall)
+		s->last_wall = b->last_wall;
+	s->entries += b->count;
+	s->blocks++;
+	s->raw_bytes += b->raw_len;
+	s->stored_bytes += stored_len;
+}
+
 static int src_put_txn(struct jnl *j, MDB_txn *t, const struct jnl_source *s)
 {
 	bson_t b;
@@ -778,16 +793,7 @@ static int commit_txn(struct jnl *j, MDB_txn *t, void *arg)
 			return MMM_ECONFLICT;
 		if (rc != 0)
 			return rc;
-		if (s.blocks == 0)
-			s.first_ts = b->info.first_ts;
-		s.last_ts = b->info.last_ts;
-		s.last_chk = b->info.chk;
-		if (b->info.last_wall)
-			s.last_wall = b->info.last_wall;
-		s.entries += b->info.count;
-		s.blocks++;
-		s.raw_bytes += b->info.raw_len;
-		s.stored_bytes += b->len;
+		src_count_block(&s, &b->info, b->len);
 	}
 	return src_put_txn(j, t, &s);
 }
@@ -1246,16 +1252,7 @@ static int receive_txn(struct jnl *j, MDB_txn *t, void *arg)
 		v.mv_data = (void *)b->data;
 		if ((rc = mdb_put(t, j->blocks, &k, &v, MDB_NOOVERWRITE)) != 0)
 			return rc;
-		if (s.blocks == 0)
-			s.first_ts = b->info.first_ts;
-		s.last_ts = b->info.last_ts;
-		s.last_chk = b->info.chk;
-		if (b->info.last_wall)
-			s.last_wall = b->info.last_wall;
-		s.entries += b->info.count;
-		s.blocks++;
-		s.raw_bytes += b->info.raw_len;
-		s.stored_bytes += b->len;
+		src_count_block(&s, &b->info, b->len);
 		a->added++;
 	}
 	if (a->added == 0 && rc != MMM_ENOTFOUND && !a->name)

@@ -501,7 +501,8 @@ int main(int argc, char **argv)
 	socklen_t sl = sizeof sa;
 	getsockname(ls, (struct sockaddr *)&sa, &sl);
 	sim.port = ntohs(sa.sin_port);
-	snprintf(sim.host, sizeof sim.host, "%s:%d", bind_addr, sim.port);
+	/* the name clients must use for the member (hello.hosts/me/primary) */
+	snprintf(sim.host, sizeof sim.host, "%s:%d", strcmp(bind_addr, "0.0.0.0") ? bind_addr : "127.0.0.1", sim.port);
 
 	bson_oid_init(&sim.replset_id, NULL);
 	if (sim.dbpath) {

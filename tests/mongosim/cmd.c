@@ -43,6 +43,7 @@ struct ctx {
 	struct sim_txn *txn;
 	bool retryable;
 	bool applyops;
+	const bson_t *query;       /* the update's filter, for the positional $ */
 	int32_t stmt;
 };
 
@@ -1053,7 +1054,7 @@ static int update_slot(struct ctx *x, struct sim_coll *c, size_t slot, const bso
 	if (sim_is_modifier(u)) {
 		struct sim_upd_result r;
 		char em[512];
-		rc = sim_update_apply(pre, u, sim.oplog_v1, false, &r, em, sizeof em);
+		rc = sim_update_apply(pre, u, x->query, sim.oplog_v1, false, &r, em, sizeof em);
 		if (rc) return err(x, rc, "%s", em);
 		post = r.post;
 		o = r.oplog_o;
@@ -1095,7 +1096,7 @@ static int do_upsert(struct ctx *x, struct sim_coll *c, const bson_t *q, const b
 		sim_upsert_seed(q, &seed);
 		struct sim_upd_result r;
 		char em[512];
-		rc = sim_update_apply(&seed, u, sim.oplog_v1, true, &r, em, sizeof em);
+		rc = sim_update_apply(&seed, u, NULL, sim.oplog_v1, true, &r, em, sizeof em);
 		bson_destroy(&seed);
 		if (rc) return err(x, rc, "%s", em);
 		if (r.oplog_o) bson_destroy(r.oplog_o);
@@ -1176,6 +1177,7 @@ static int cmd_update(struct ctx *x)
 			}
 			bson_destroy(&idd);
 		}
+		x->query = &q;
 		for (size_t k = 0; k < s.n && !rc; k++) {
 			bool ch;
 			rc = update_slot(x, c, s.v[k], &u, &ch, NULL, NULL, NULL);
@@ -2052,6 +2054,7 @@ static int cmd_findandmodify(struct ctx *x)
 		} else {
 			bool ch;
 			bson_t *pre = NULL, *post = NULL;
+			x->query = hq ? &q : NULL;
 			rc = update_slot(x, c, s.v[0], &upd, &ch, &pre, &post, x->retryable ? (want_new ? "postImage" : "preImage") : NULL);
 			if (!rc) {
 				value = want_new ? post : pre;

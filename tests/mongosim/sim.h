@@ -75,8 +75,8 @@ struct sim_upd_result {
 };
 /* Applies modifier document `upd` to `pre`; on error returns the code and
  * fills errmsg.  v1 selects the `$v:1` oplog form.  `upsert_insert` enables
- * $setOnInsert. */
-int sim_update_apply(const bson_t *pre, const bson_t *upd, bool v1, bool upsert_insert,
+ * $setOnInsert.  query (may be NULL) resolves the positional $. */
+int sim_update_apply(const bson_t *pre, const bson_t *upd, const bson_t *query, bool v1, bool upsert_insert,
                      struct sim_upd_result *res, char *errmsg, size_t errlen);
 bool sim_is_modifier(const bson_t *upd);
 /* builds an upsert seed from a query's equality predicates */

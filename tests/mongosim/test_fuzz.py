@@ -30,7 +30,7 @@ FIELDS = ["documents", "updates", "deletes", "filter", "sort", "projection", "li
           "maxTimeMS", "txnNumber", "autocommit", "startTransaction", "lsid", "applyOps", "collections",
           "nameOnly", "singleBatch", "$set", "$inc", "$push", "$each", "$slice", "$gt", "$in", "$or",
           "$and", "$not", "$type", "$exists", "$match", "$group", "$sort", "$project", "$count", "$sum",
-          "_id", "a", "b", "a.b", "x.0", "", "$", "offsetMs"]
+          "_id", "a", "b", "a.b", "x.0", "", "$", "offsetMs", "a.$", "a.$.b", "a.1.$"]
 
 
 def rval(d=0):

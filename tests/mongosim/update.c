@@ -870,12 +870,12 @@ static int cmp_paths(const char *a, const char *b)
 	return *a ? 1 : *b ? -1 : 0;
 }
 
-struct item_sort { const char *name; bson_iter_t f; size_t seq; };
+struct item_sort { const char *name; bson_iter_t f; size_t seq; char *path; };
 
 static int cmp_items(const void *x, const void *y)
 {
 	const struct item_sort *a = x, *b = y;
-	int c = cmp_paths(bson_iter_key(&a->f), bson_iter_key(&b->f));
+	int c = cmp_paths(a->path ? a->path : bson_iter_key(&a->f), b->path ? b->path : bson_iter_key(&b->f));
 	if (c) return c;
 	return a->seq < b->seq ? -1 : a->seq > b->seq;
 }
@@ -887,7 +887,60 @@ static bool paths_conflict(const char *a, const char *b)
 	return la == lb || (la < lb ? b[la] == '.' : a[lb] == '.');
 }
 
-int sim_update_apply(const bson_t *pre, const bson_t *upd, bool v1, bool upsert_insert,
+/* index of the first element of the array at prefix that the query's
+ * condition on that array (or on a field inside its elements) matches */
+static long positional_index(const bson_t *pre, const bson_t *query, const char *prefix)
+{
+	bson_iter_t arr, q;
+	if (!query || !sim_lookup(pre, prefix, &arr) || !BSON_ITER_HOLDS_ARRAY(&arr)) return -1;
+	size_t pl = strlen(prefix);
+	bson_iter_init(&q, query);
+	while (bson_iter_next(&q)) {
+		const char *k = bson_iter_key(&q);
+		if (strncmp(k, prefix, pl) || (k[pl] != '.' && k[pl] != 0)) continue;
+		const char *rest = k[pl] ? k + pl + 1 : "";
+		bson_iter_t cond = q, em;
+		bool elem_match = false;
+		if (BSON_ITER_HOLDS_DOCUMENT(&q) && bson_iter_recurse(&q, &em) && bson_iter_next(&em) &&
+		    !strcmp(bson_iter_key(&em), "$elemMatch")) {
+			cond = em;
+			elem_match = true;
+		}
+		bson_iter_t e;
+		bson_iter_recurse(&arr, &e);
+		long idx = 0;
+		while (bson_iter_next(&e)) {
+			const char *err = NULL;
+			bool ok = false;
+			if (*rest || (elem_match && BSON_ITER_HOLDS_DOCUMENT(&e) && BSON_ITER_HOLDS_DOCUMENT(&cond))) {
+				if (BSON_ITER_HOLDS_DOCUMENT(&e)) {
+					const uint8_t *d; uint32_t l;
+					bson_iter_document(&e, &l, &d);
+					bson_t ed;
+					bson_init_static(&ed, d, l);
+					bson_t f = BSON_INITIALIZER;
+					if (*rest) {
+						bson_append_iter(&f, rest, -1, &cond);
+					} else {
+						bson_iter_document(&cond, &l, &d);
+						bson_t cd;
+						bson_init_static(&cd, d, l);
+						bson_concat(&f, &cd);
+					}
+					ok = sim_match(&ed, &f, &err);
+					bson_destroy(&f);
+				}
+			} else {
+				ok = sim_match_value(&e, &cond, &err);
+			}
+			if (ok) return idx;
+			idx++;
+		}
+	}
+	return -1;
+}
+
+int sim_update_apply(const bson_t *pre, const bson_t *upd, const bson_t *query, bool v1, bool upsert_insert,
                      struct sim_upd_result *res, char *errmsg, size_t errlen)
 {
 	struct uctx u = { 0 };
@@ -959,6 +1012,20 @@ int sim_update_apply(const bson_t *pre, const bson_t *upd, bool v1, bool upsert_
 			items[nitems].name = bson_iter_key(&op);
 			items[nitems].f = f;
 			items[nitems].seq = nitems;
+			items[nitems].path = NULL;
+			/* the positional $: the first array element the query matched */
+			const char *key = bson_iter_key(&f);
+			const char *dol = strstr(key, ".$");
+			if (dol && (dol[2] == '.' || dol[2] == 0)) {
+				char prefix[1024];
+				snprintf(prefix, sizeof prefix, "%.*s", (int)(dol - key), key);
+				long idx = upsert_insert ? -1 : positional_index(pre, query, prefix);
+				if (idx < 0) {
+					rc = fail(&u, E_BADVALUE, "The positional operator did not find the match needed from the query.");
+				} else {
+					items[nitems].path = bson_strdup_printf("%s.%ld%s", prefix, idx, dol + 2);
+				}
+			}
 			nitems++;
 		}
 	}
@@ -968,7 +1035,7 @@ int sim_update_apply(const bson_t *pre, const bson_t *upd, bool v1, bool upsert_
 		bson_iter_t f = items[k].f;
 		{
 			struct path p;
-			if (path_split(&p, bson_iter_key(&f))) {
+			if (path_split(&p, items[k].path ? items[k].path : bson_iter_key(&f))) {
 				rc = fail(&u, E_BADVALUE, "An empty update path is not valid.");
 				bson_free(p.buf);
 				continue;
@@ -992,6 +1059,7 @@ int sim_update_apply(const bson_t *pre, const bson_t *upd, bool v1, bool upsert_
 			bson_free(p.buf);
 		}
 	}
+	for (size_t k = 0; k < nitems; k++) bson_free(items[k].path);
 	free(items);
 	if (!rc) {
 		res->post = bson_new();

@@ -901,6 +901,45 @@ static int ddl_exec(struct worker *w, const uint8_t origin[16], uint64_t ts, con
 	return rc;
 }
 
+/* Whether the create OP of a transaction can be left out: the collection
+ * exists, or it has no options and the transaction writes into it, which
+ * creates it inside the destination transaction (under its marker, so no
+ * DDL bracket is opened that a local command could fall into). */
+static int txn_create_needless(struct worker *w, const struct tr_op *op, size_t from, size_t to)
+{
+	bson_iter_t it;
+	const char *coll;
+	char ns[2 * LINK_NS_MAX + 2];
+	mongoc_database_t *db;
+	bson_t opts = BSON_INITIALIZER, filter;
+	char **names;
+	int exists = 0;
+
+	if (!bson_iter_init(&it, op->o) || !bson_iter_next(&it) || strcmp(bson_iter_key(&it), "create") != 0 ||
+	    !BSON_ITER_HOLDS_UTF8(&it))
+		return 0;
+	coll = bson_iter_utf8(&it, NULL);
+	if (!bson_iter_next(&it)) {            /* no options */
+		snprintf(ns, sizeof ns, "%s.%s", op->ns, coll);
+		for (size_t i = from; i < to; i++) {
+			const struct tr_op *o = &w->cbatch.ops[i];
+			if ((o->kind == 'i' || o->kind == 'r') && strcmp(o->ns, ns) == 0)
+				return 1;
+		}
+	}
+	db = mongoc_client_get_database(w->client, op->ns);
+	BSON_APPEND_DOCUMENT_BEGIN(&opts, "filter", &filter);
+	BSON_APPEND_UTF8(&filter, "name", coll);
+	bson_append_document_end(&opts, &filter);
+	if ((names = mongoc_database_get_collection_names_with_opts(db, &opts, NULL)) != NULL) {
+		exists = names[0] != NULL;
+		bson_strfreev(names);
+	}
+	mongoc_database_destroy(db);
+	bson_destroy(&opts);
+	return exists;
+}
+
 /* Commits ops [FROM, TO) of the batch with the checkpoint at CKPT_TS in one
  * transaction.  Returns 0, 1 for a transient failure (retry), or
  * MMM_ESERVER / MMM_EUSAGE for a permanent one (why filled). */
@@ -917,7 +956,7 @@ static int run_txn(struct worker *w, size_t from, size_t to, uint64_t ckpt_ts, u
 	/* a transaction's create/createIndexes: before it, idempotently */
 	for (size_t i = from; i < to; i++) {
 		struct tr_op *op = &w->cbatch.ops[i];
-		if (op->kind != 'c')
+		if (op->kind != 'c' || txn_create_needless(w, op, from, to))
 			continue;
 		rc = ddl_exec(w, w->c_origin, op->ts, op->ns, op->o, op->ok_codes, why, whylen);
 		if (rc != 0) {

@@ -14,6 +14,7 @@ import threading
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from applylib import Mesh  # noqa: E402
 from simlib import Checker, wait_for  # noqa: E402
+from bson.timestamp import Timestamp  # noqa: E402
 
 ck = Checker("apply-mesh")
 N = int(os.environ.get("MMM_TEST_MESH_DOCS", "150"))
@@ -91,6 +92,12 @@ def local_writes(m, nm):
     return n
 
 
+def w0_ts(m, dst, src):
+    """ts of apply's worker-0 checkpoint on DST for source SRC (DDL closes its bracket with it)."""
+    d = m.c[dst].mmm.checkpoints.find_one({"_id": "mmm:%s:%s:w0" % (m.ids[src], m.ids[src])})
+    return d["ts"] if d else Timestamp(0, 0)
+
+
 def run(n, sim_args):
     label = "%d masters" % n
     with Mesh(n, sim_args=sim_args) as m:
@@ -112,7 +119,9 @@ def run(n, sim_args):
             for nm in m.names:
                 m.c[nm].test.docs.create_index([(nm, 1)], name="%s_idx" % nm)
                 m.c[nm].test.create_collection("coll_" + nm)
-                ck.check(wait_for(lambda: all("coll_" + nm in m.c[o].test.list_collection_names() for o in m.names), 30, 0.05),
+                done_ts = m.last_ts(nm)
+                # applied everywhere, and each bracket closed (worker 0's checkpoint past it)
+                ck.check(wait_for(lambda: all(w0_ts(m, o, nm) >= done_ts for o in m.names if o != nm), 30, 0.05),
                          "%s: DDL of %s everywhere" % (label, nm))
             conv = m.wait_converged("test", 60)
             ck.check(conv, "%s: dbHash of test equal on every master" % label)
@@ -153,6 +162,8 @@ def run(n, sim_args):
             ck.eq(m.app.term(), 0, "%s: apply exits 0 on SIGTERM" % label)
             ck.eq(m.cap.term(), 0, "%s: capture exits 0 on SIGTERM" % label)
             if ck.failed:
+                for k, v in m.apply_status().items():
+                    print("status %s: %s" % (k, {x: v.get(x) for x in ("dst", "src", "state", "applied_ts", "checkpoint_ts", "last_error", "entries")}))
                 m.dump_logs()
         except Exception:
             m.dump_logs()

@@ -13,7 +13,9 @@
  * commit together, so apply is exactly-once, and the destination's capture
  * can tell these writes came from elsewhere.  A source transaction (applyOps,
  * partialTxn chain, prepared + commitTransaction) is never split across
- * batches; its create/createIndexes run just before, with a DDL marker.
+ * batches; its createIndexes, and a create whose collection is missing and
+ * not created by the transaction's own inserts, run just before it, with
+ * a DDL marker.
  *
  * Writes: a document whose state in the batch is decided by an insert,
  * replacement or delete is written whole (inserts as inserts when the

@@ -789,7 +789,12 @@ static int journal_last_entry(struct cap_source *cs, uint64_t ts, bson_t *out)
 
 static enum session_end journal_failed(struct cap_source *cs, int rc)
 {
-	snprintf(cs->last_error, sizeof cs->last_error, "journal '%s': %s", jnl_path(cs->j), mmm_strerror(rc));
+	if (rc == EBUSY)     /* jnl_writer_new: the source's writer lock is held */
+		snprintf(cs->last_error, sizeof cs->last_error,
+		    "journal '%s': source is already being captured by another process (pid %d)",
+		    jnl_path(cs->j), jnl_writer_pid(cs->j, cs->srv->uuid));
+	else
+		snprintf(cs->last_error, sizeof cs->last_error, "journal '%s': %s", jnl_path(cs->j), mmm_strerror(rc));
 	log_warnx("capture of '%s' stopped: %s", cs->srv->name, cs->last_error);
 	atomic_store(cs->fatal, 1);
 	return END_FATAL;

@@ -343,6 +343,8 @@ static void pair_status_locked(struct pair *p)
 
 static void set_state(struct pair *p, const char *state)
 {
+	if (p->failed && strcmp(state, "stopped") != 0)
+		return;        /* a stopped pair stays so (other workers may still commit) */
 	if (p->state != state) {
 		p->state = state;
 		pair_status(p);
@@ -890,7 +892,8 @@ static int ddl_exec(struct worker *w, const uint8_t origin[16], uint64_t ts, con
 			rc = -1;
 			break;
 		}
-		snprintf(p->last_error, sizeof p->last_error, "%s", err.message);
+		if (!p->failed)
+			snprintf(p->last_error, sizeof p->last_error, "%s", err.message);
 		sleep_ms(backoff, p->app->stop);
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 	}
@@ -1021,10 +1024,17 @@ out:
 static void stop_pair(struct pair *p, uint64_t ts, const char *ns, const char *why)
 {
 	char t[32];
-	snprintf(p->last_error, sizeof p->last_error, "apply of '%s' into '%s' stopped at %s (%s): %s",
-	    p->src_name, p->dst->name, jnl_ts_str(ts, t, sizeof t), ns && ns[0] ? ns : "-", why);
+	int first;
+	pthread_mutex_lock(&p->mu);      /* the first error stops the pair (workers race) */
+	if ((first = !p->failed)) {
+		snprintf(p->last_error, sizeof p->last_error, "apply of '%s' into '%s' stopped at %s (%s): %s",
+		    p->src_name, p->dst->name, jnl_ts_str(ts, t, sizeof t), ns && ns[0] ? ns : "-", why);
+		p->failed = 1;
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (!first)
+		return;
 	log_warnx("%s", p->last_error);
-	p->failed = 1;
 	set_state(p, "stopped");
 }
 
@@ -1062,7 +1072,8 @@ static void commit_batch(struct worker *w)
 		if (rc == 0)
 			break;
 		if (rc == 1) {
-			snprintf(p->last_error, sizeof p->last_error, "%s", why);
+			if (!p->failed)
+				snprintf(p->last_error, sizeof p->last_error, "%s", why);
 			set_state(p, "retrying");
 			log_debug("apply into '%s': %s; retrying in %d ms", p->dst->name, why, backoff);
 			sleep_ms(backoff, p->app->stop);
@@ -1111,7 +1122,7 @@ static void commit_batch(struct worker *w)
 	}
 	w->ckpt_ts = w->c_last_ts;
 	p->applied_entries += w->cbatch.n;
-	if (strcmp(p->state, "running") != 0) {
+	if (strcmp(p->state, "running") != 0 && !p->failed) {
 		p->last_error[0] = '\0';
 		set_state(p, "running");
 	}
@@ -1171,6 +1182,32 @@ static int flush_batch(struct worker *w)
 	pthread_cond_broadcast(&p->cv);
 	pthread_mutex_unlock(&p->mu);
 	return 0;
+}
+
+/* While caught up: moves the checkpoint of each idle worker that lags
+ * (a worker that got no document for a while, or none at all) to the last
+ * entry read, with a transaction holding only its marker, so that a
+ * restart does not read the journal again from far back for it. */
+static void idle_markers(struct pair *p)
+{
+	if (p->nworkers == 1 || p->failed || *p->app->stop)
+		return;
+	for (int k = 0; k < p->nworkers; k++) {
+		struct worker *w = &p->workers[k];
+		int busy;
+		pthread_mutex_lock(&p->mu);
+		busy = w->job;
+		pthread_mutex_unlock(&p->mu);
+		if (busy || w->batch.n || w->ckpt_ts >= p->batch_last_ts)
+			continue;
+		memcpy(w->c_origin, p->src, 16);   /* (the source's own writes: the usual origin) */
+		w->c_last_ts = p->batch_last_ts;
+		w->c_from = resume_from(p, p->batch_last_ts);
+		pthread_mutex_lock(&p->mu);
+		w->job = 1;
+		pthread_cond_broadcast(&p->cv);
+		pthread_mutex_unlock(&p->mu);
+	}
 }
 
 /* Hands every worker's batch over; with WAIT, until all are committed. */
@@ -1585,8 +1622,10 @@ static void *pair_main(void *arg)
 				pair_sync_links(p);
 				break;           /* new links may need an earlier start: re-read */
 			}
-			if (mono_ms() - p->status_at >= STATUS_EVERY_MS)
+			if (mono_ms() - p->status_at >= STATUS_EVERY_MS) {
 				pair_status(p);
+				idle_markers(p);
+			}
 			sleep_ms(IDLE_WAIT_MS, NULL);
 		}
 		if (!p->failed && !*app->stop)

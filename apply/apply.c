@@ -853,7 +853,7 @@ static int ddl_exec(struct worker *w, const uint8_t origin[16], uint64_t ts, con
 	mongoc_collection_t *mc = mongoc_client_get_collection(w->client, "mmm", "checkpoints");
 	bson_t sel = BSON_INITIALIZER, doc = BSON_INITIALIZER, opts = BSON_INITIALIZER, reply;
 	bson_error_t err;
-	char id[128];
+	char id[128], target[512];
 	int ok, rc = 0, backoff = 50;
 
 	oplog_marker_id(origin, p->src, "ddl", id, sizeof id);
@@ -862,7 +862,7 @@ static int ddl_exec(struct worker *w, const uint8_t origin[16], uint64_t ts, con
 	BSON_APPEND_BINARY(&doc, "origin", BSON_SUBTYPE_UUID, origin, 16);
 	BSON_APPEND_BINARY(&doc, "source", BSON_SUBTYPE_UUID, p->src, 16);
 	BSON_APPEND_TIMESTAMP(&doc, "ts", JNL_TS_SEC(ts), JNL_TS_INC(ts));
-	BSON_APPEND_UTF8(&doc, "cmd", strcmp(db, "admin") == 0 ? "" : db);
+	BSON_APPEND_UTF8(&doc, "cmd", oplog_cmd_target(db, cmd, target, sizeof target));
 	BSON_APPEND_BOOL(&opts, "upsert", true);
 	for (;;) {
 		ok = mongoc_collection_replace_one(mc, &sel, &doc, &opts, NULL, &err);

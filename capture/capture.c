@@ -72,11 +72,11 @@ struct txn_slot {
 	uint64_t seq;
 };
 
-/* An open DDL bracket: apply announced a command on database DB (""
- * matches any) for ORIGIN.  One per database, so that apply links from
- * different origins may run DDL on different databases at once. */
+/* An open DDL bracket: apply announced a command on TARGET ("db.coll",
+ * "db", or "" for any; oplog.h) for ORIGIN.  One per target, so that apply
+ * links from different origins may run DDL on different targets at once. */
 struct ddl_bracket {
-	char db[256];
+	char db[256];                 /* the target */
 	uint8_t origin[16];
 	int ttl;                      /* kept entries it still waits; 0 = free */
 };
@@ -458,18 +458,17 @@ static void ddl_close(struct cap_source *cs, const uint8_t origin[16])
 		}
 }
 
-/* The bracket covering a command on NS, or NULL. */
-static struct ddl_bracket *ddl_find(struct cap_source *cs, const char *ns)
+/* The bracket covering the DDL entry ENTRY, or NULL. */
+static struct ddl_bracket *ddl_find(struct cap_source *cs, const bson_t *entry)
 {
 	struct ddl_bracket *any = NULL;
 	for (int i = 0; i < DDL_SLOTS; i++) {
 		struct ddl_bracket *b = &cs->ddl[i];
-		size_t dl = strlen(b->db);
-		if (b->ttl <= 0)
+		if (b->ttl <= 0 || !oplog_target_covers(b->db, entry))
 			continue;
-		if (dl == 0)
+		if (b->db[0] == '\0')
 			any = b;
-		else if (strncmp(ns, b->db, dl) == 0 && ns[dl] == '.')
+		else
 			return b;
 	}
 	return any;
@@ -516,12 +515,11 @@ static int entry_origin(struct cap_source *cs, const bson_t *entry, const struct
 			return 0;
 		}
 		if (cs->ddl_open) {
-			/* A DDL marker covers the commands of its database until apply's
+			/* A DDL marker covers the commands on its target until apply's
 			 * closing checkpoint transaction (one source command can log
 			 * several: startIndexBuild + commitIndexBuild, drops + dropDatabase). */
-			char desc[300];
 			struct ddl_bracket *b;
-			if (oplog_ddl_desc(entry, desc, sizeof desc)[0] && (b = ddl_find(cs, in->ns)) != NULL) {
+			if ((b = ddl_find(cs, entry)) != NULL) {
 				memcpy(origin, b->origin, 16);
 				b->ttl = DDL_LOOKAHEAD;
 				return 1;
@@ -753,9 +751,9 @@ static void warm_up(struct cap_source *cs, uint64_t last_ts)
 		}
 		if (in.op == 'c' && foreign) {
 			char desc[300];
-			const char *dot = strchr(in.ns, '.');
-			if (oplog_ddl_desc(&doc, desc, sizeof desc)[0]) {
-				ddl_open(cs, in.ns, dot ? (size_t)(dot - in.ns) : strlen(in.ns), e.origin);
+			const char *target;
+			if (oplog_ddl_desc(&doc, desc, sizeof desc)[0] && (target = strchr(desc, ' ')) != NULL) {
+				ddl_open(cs, target + 1, strlen(target + 1), e.origin);
 				continue;
 			}
 		}

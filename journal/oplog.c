@@ -170,3 +170,32 @@ const char *oplog_ddl_desc(const bson_t *entry, char *buf, size_t len)
 	}
 	return buf;
 }
+
+const char *oplog_cmd_target(const char *db, const bson_t *cmd, char *buf, size_t len)
+{
+	bson_iter_t it;
+	buf[0] = '\0';
+	if (!bson_iter_init(&it, cmd) || !bson_iter_next(&it) || !BSON_ITER_HOLDS_UTF8(&it))
+		snprintf(buf, len, "%s", strcmp(db, "admin") == 0 ? "" : db);
+	else if (strcmp(db, "admin") == 0)
+		snprintf(buf, len, "%s", bson_iter_utf8(&it, NULL));
+	else
+		snprintf(buf, len, "%s.%s", db, bson_iter_utf8(&it, NULL));
+	return buf;
+}
+
+int oplog_target_covers(const char *target, const bson_t *entry)
+{
+	char desc[512];
+	const char *ns;
+	size_t tl = strlen(target);
+
+	if (!oplog_ddl_desc(entry, desc, sizeof desc)[0] || (ns = strchr(desc, ' ')) == NULL)
+		return 0;
+	ns++;
+	if (tl == 0 || strcmp(ns, target) == 0)
+		return 1;
+	/* a database target covers its collections; a collection target covers
+	 * the database-level form of its own entry only */
+	return strchr(target, '.') == NULL && strncmp(ns, target, tl) == 0 && (ns[tl] == '.' || ns[tl] == '\0');
+}

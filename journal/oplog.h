@@ -12,11 +12,14 @@
  * An update's oplog entry carries the _id in `o2`, an insert's in `o`, so the
  * origin is readable from any form the server logs.  Before a DDL command,
  * apply replaces the document "mmm:<origin>:<source>:ddl" with
- * {_id, origin, source, ts, cmd: "<destination database>"}; capture gives
- * that origin to the DDL command entries of that database that follow, until
- * that origin's next checkpoint transaction (which closes the bracket) or 64
- * entries, whichever comes first.  Brackets are kept per database (up to 16),
- * so two origins' DDL on two databases do not disturb each other.
+ * {_id, origin, source, ts, cmd: "<target>"}, the target being the
+ * destination collection ("db.coll") or, for database commands, the
+ * database ("db") (oplog_cmd_target()); capture gives that origin to the DDL
+ * entries on that target that follow (one command may log several:
+ * startIndexBuild + commitIndexBuild, drops + dropDatabase), until that
+ * origin's next checkpoint transaction (which closes the bracket) or 64
+ * entries, whichever comes first.  Brackets are kept per target (up to 16),
+ * so a master's own DDL on another collection is never taken for apply's.
  */
 #ifndef MMM_OPLOG_H
 #define MMM_OPLOG_H
@@ -63,5 +66,14 @@ int oplog_applyops_marker(const bson_t *entry, uint8_t origin[16]);
 /* "create test.foo" style description of a command entry (op 'c'), used to
  * pair DDL with its marker; "" when the entry is not DDL. */
 const char *oplog_ddl_desc(const bson_t *entry, char *buf, size_t len);
+
+/* The target of command CMD run on database DB, as a DDL marker's `cmd`
+ * names it: "db.coll" for a collection's command (renameCollection, run on
+ * admin: its source namespace), "db" for a database's (dropDatabase). */
+const char *oplog_cmd_target(const char *db, const bson_t *cmd, char *buf, size_t len);
+/* Whether a marker naming TARGET covers the DDL entry ENTRY: its namespace
+ * (the part of oplog_ddl_desc after the command name) equals TARGET, or lies
+ * in database TARGET, or TARGET is "" (any).  0 when ENTRY is not DDL. */
+int oplog_target_covers(const char *target, const bson_t *entry);
 
 #endif

@@ -192,10 +192,10 @@ static int copy_batch(mongoc_client_t *dst, mongoc_collection_t *coll, const cha
 	return MMM_ESERVER;
 }
 
-/* Writes the DDL marker (oplog.h) naming database DDB with SRC as origin, so
- * that the destination's capture gives SRC as origin to the DDL that follows
- * (and a link back does not send it home). */
-static int ddl_marker(mongoc_client_t *dst, const uint8_t src[16], const char *ddb, uint64_t at)
+/* Writes the DDL marker (oplog.h) naming TARGET ("db.coll") with SRC as
+ * origin, so that the destination's capture gives SRC as origin to the DDL
+ * on it that follows (and a link back does not send it home). */
+static int ddl_marker(mongoc_client_t *dst, const uint8_t src[16], const char *target, uint64_t at)
 {
 	mongoc_collection_t *mc = mongoc_client_get_collection(dst, "mmm", "checkpoints");
 	bson_t sel = BSON_INITIALIZER, doc = BSON_INITIALIZER, opts = BSON_INITIALIZER;
@@ -209,7 +209,7 @@ static int ddl_marker(mongoc_client_t *dst, const uint8_t src[16], const char *d
 	BSON_APPEND_BINARY(&doc, "origin", BSON_SUBTYPE_UUID, src, 16);
 	BSON_APPEND_BINARY(&doc, "source", BSON_SUBTYPE_UUID, src, 16);
 	BSON_APPEND_TIMESTAMP(&doc, "ts", JNL_TS_SEC(at), JNL_TS_INC(at));
-	BSON_APPEND_UTF8(&doc, "cmd", ddb);
+	BSON_APPEND_UTF8(&doc, "cmd", target);
 	BSON_APPEND_BOOL(&opts, "upsert", true);
 	if (!(ok = mongoc_collection_replace_one(mc, &sel, &doc, &opts, NULL, &err)))
 		log_warnx("cannot write the ddl marker on the destination: %s", err.message);
@@ -260,7 +260,7 @@ static int copy_shape(mongoc_client_t *src, mongoc_collection_t *from, const cha
 	const bson_t *spec;
 	bson_t options, cmd = BSON_INITIALIZER, arr;
 	bson_error_t err;
-	char **names = NULL;
+	char **names = NULL, target[2 * LINK_NS_MAX + 2];
 	int n = 0, rc = 0, exists = 0;
 
 	bson_init(&options);
@@ -299,7 +299,8 @@ static int copy_shape(mongoc_client_t *src, mongoc_collection_t *from, const cha
 	}
 	if ((exists || bson_empty(&options)) && n == 0)
 		goto out;
-	if ((rc = ddl_marker(dst, src_id, ddb, at)) != 0)
+	snprintf(target, sizeof target, "%s.%s", ddb, dcoll);
+	if ((rc = ddl_marker(dst, src_id, target, at)) != 0)
 		goto out;
 	if (!exists && !bson_empty(&options)) {
 		bson_t create = BSON_INITIALIZER;

@@ -244,6 +244,12 @@ struct pair {
 	struct app_link *my_links;
 	size_t my_nlinks;
 	int my_gen;
+	/* A link added while the pair runs may start before where the pair is:
+	 * the pair then reads again from REWIND_TO, and the links it had
+	 * (REWIND_IDS) skip what they applied already, up to REWIND_AT. */
+	uint64_t rewind_to, rewind_at;
+	char (*rewind_ids)[3 * LINK_NS_MAX];
+	size_t rewind_n;
 	mongoc_client_t *client;       /* = workers[0].client; the pair thread uses it when all are idle */
 	struct worker workers[MAX_WORKERS];
 	int nworkers;
@@ -348,6 +354,48 @@ static void set_state(struct pair *p, const char *state)
 	if (p->state != state) {
 		p->state = state;
 		pair_status(p);
+	}
+}
+
+/* The links changed while the pair was caught up (everything read is
+ * committed): takes the new set, and when a new link starts before the
+ * pair's position, arranges for the pair to read again from that start
+ * with the links it already had skipping what they applied (pair_main).
+ * A crash during that catch-up loses only the skipping: the old links then
+ * apply those entries again, which oplog entries allow (they are
+ * idempotent), and the result is the same. */
+static void pair_sync_links(struct pair *p);
+
+static void links_changed(struct pair *p)
+{
+	uint64_t at = p->consumed_ts, to = 0;
+	size_t n = p->my_nlinks;
+	char (*ids)[3 * LINK_NS_MAX] = n ? malloc(n * sizeof *ids) : NULL;
+
+	for (size_t i = 0; ids && i < n; i++)
+		memcpy(ids[i], p->my_links[i].id, sizeof ids[i]);
+	pair_sync_links(p);
+	for (size_t i = 0; i < p->my_nlinks; i++) {
+		int known = 0;
+		for (size_t k = 0; ids && k < n && !known; k++)
+			known = strcmp(p->my_links[i].id, ids[k]) == 0;
+		if (!known && p->my_links[i].start_ts <= at) {
+			uint64_t s = p->my_links[i].start_ts ? p->my_links[i].start_ts : 1;
+			if (to == 0 || s < to)
+				to = s;
+		}
+	}
+	free(p->rewind_ids);
+	p->rewind_ids = NULL;
+	p->rewind_n = 0;
+	p->rewind_to = 0;
+	if (to && at && ids) {
+		p->rewind_to = to;
+		p->rewind_at = at;
+		p->rewind_ids = ids;
+		p->rewind_n = n;
+	} else {
+		free(ids);
 	}
 }
 
@@ -1555,10 +1603,15 @@ static void *pair_main(void *arg)
 		bson_error_t err;
 		uint64_t from;
 		const char *msg;
+		char tsb[32];
 		int rc;
 
 		pair_reset(p);
 		pair_sync_links(p);
+		for (size_t i = 0; p->rewind_to && i < p->my_nlinks; i++)
+			for (size_t k = 0; k < p->rewind_n; k++)
+				if (strcmp(p->my_links[i].id, p->rewind_ids[k]) == 0)
+					p->my_links[i].applied_until = p->rewind_at;
 		if (jnl_source_get(app->j, p->src, &src) != 0) {
 			snprintf(p->last_error, sizeof p->last_error, "source '%s' is not in journal '%s' yet",
 			    p->src_name, jnl_path(app->j));
@@ -1585,6 +1638,18 @@ static void *pair_main(void *arg)
 			stop_pair(p, 0, "", msg);
 			break;
 		}
+		if (p->rewind_to && from && p->rewind_to < from) {
+			/* a new link starts before where the pair was: read again from there */
+			from = p->rewind_to;
+			for (int k = 0; k < p->nworkers; k++)
+				if (p->workers[k].skip_ts >= p->rewind_to)
+					p->workers[k].skip_ts = p->rewind_to - 1;
+			if (p->ckpt_ts >= p->rewind_to)
+				p->ckpt_ts = p->rewind_to - 1;
+			log_info("apply of '%s' into '%s': a new link starts at %s, before the others: reading again from there",
+			    p->src_name, p->dst->name, jnl_ts_str(p->rewind_to, tsb, sizeof tsb));
+		}
+		p->rewind_to = 0;
 		if (from == 0) {
 			/* No checkpoint (of some worker): start where the links say, else at the journal's start. */
 			uint64_t start = UINT64_MAX;
@@ -1619,7 +1684,7 @@ static void *pair_main(void *arg)
 				break;
 			if (p->links_gen != p->my_gen) {
 				wait_idle(p, NULL);    /* (the committer reads the links in the status) */
-				pair_sync_links(p);
+				links_changed(p);
 				break;           /* new links may need an earlier start: re-read */
 			}
 			if (mono_ms() - p->status_at >= STATUS_EVERY_MS) {
@@ -1781,6 +1846,7 @@ static void free_dest(struct dest *d)
 		bson_destroy(p->upsert_noval);
 		free(p->links);
 		free(p->my_links);
+		free(p->rewind_ids);
 		pthread_cond_destroy(&p->cv);
 		pthread_mutex_destroy(&p->smu);
 		pthread_mutex_destroy(&p->mu);

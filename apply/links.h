@@ -20,6 +20,7 @@ struct app_link {
 	char ops[8];                  /* subset of "iudc" */
 	int forward;                  /* also pass on what the source received */
 	uint64_t start_ts;            /* apply entries from here on (0: all) */
+	uint64_t applied_until;       /* apply's own: entries up to here went through this link already */
 };
 
 /* Reads every link of the destination behind C.  *out is malloc'd. */

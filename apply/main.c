@@ -13,6 +13,7 @@
 #include "fault.h"
 #include "journal.h"
 #include "log.h"
+#include "util.h"
 
 static volatile sig_atomic_t stop_flag;
 static volatile sig_atomic_t hup_flag;
@@ -125,6 +126,7 @@ int main(int argc, char **argv)
 	}
 	if (fault_init() != 0)
 		return 2;
+	mmm_mongoc_log_to_debug();
 	if ((rc = cfg_load(config, &cfg, err, sizeof err)) != 0) {
 		log_warnx("%s", err);
 		return 2;

@@ -127,7 +127,7 @@ int tr_crud(const bson_t *op, uint64_t ts, const struct app_link *links, size_t 
 		const struct app_link *l = &links[i];
 		struct tr_op *t;
 		bson_t *id = NULL;
-		if (!(own || l->forward) || (l->start_ts && ts < l->start_ts) || !link_has_op(l, opc[0]) ||
+		if (!(own || l->forward) || (l->start_ts && ts < l->start_ts) || (l->applied_until && ts <= l->applied_until) || !link_has_op(l, opc[0]) ||
 		    !link_map_ns(l, ns, dst, sizeof dst))
 			continue;
 		switch (opc[0]) {
@@ -305,7 +305,7 @@ static int ddl_at(const bson_t *entry, uint64_t ts, const struct app_link *links
 		const struct app_link *l = &links[li];
 		struct tr_cmd *c;
 		const char *target = NULL;
-		if (!(own || l->forward) || (l->start_ts && ts < l->start_ts) || !link_has_op(l, 'c'))
+		if (!(own || l->forward) || (l->start_ts && ts < l->start_ts) || (l->applied_until && ts <= l->applied_until) || !link_has_op(l, 'c'))
 			continue;
 		if (bson_iter_init_find(&it, &o, name) && BSON_ITER_HOLDS_UTF8(&it))
 			target = bson_iter_utf8(&it, NULL);

@@ -295,8 +295,8 @@ static int expand(mongoc_client_t *ca, mongoc_client_t *cb, const struct check *
 	if (strcmp(strchr(c->a.ns, '.') + 1, "*") != 0)
 		return add_check(v, n, c);
 	memset(&l, 0, sizeof l);
-	snprintf(l.src_ns, sizeof l.src_ns, "%s", c->a.ns);
-	snprintf(l.dst_ns, sizeof l.dst_ns, "%s", c->b.ns);
+	snprintf(l.src_ns, sizeof l.src_ns, "%.*s", (int)sizeof l.src_ns - 1, c->a.ns);
+	snprintf(l.dst_ns, sizeof l.dst_ns, "%.*s", (int)sizeof l.dst_ns - 1, c->b.ns);
 	for (int side = 0; side < 2; side++) {
 		const char *ns = side ? c->b.ns : c->a.ns;
 		mongoc_database_t *d;
@@ -322,8 +322,8 @@ static int expand(mongoc_client_t *ca, mongoc_client_t *cb, const struct check *
 				snprintf(one.b.ns, sizeof one.b.ns, "%s", mapped);
 			} else {
 				struct app_link back = l;
-				snprintf(back.src_ns, sizeof back.src_ns, "%s", c->b.ns);
-				snprintf(back.dst_ns, sizeof back.dst_ns, "%s", c->a.ns);
+				snprintf(back.src_ns, sizeof back.src_ns, "%.*s", (int)sizeof back.src_ns - 1, c->b.ns);
+				snprintf(back.dst_ns, sizeof back.dst_ns, "%.*s", (int)sizeof back.dst_ns - 1, c->a.ns);
 				link_map_ns(&back, full, mapped, sizeof mapped);
 				snprintf(one.a.ns, sizeof one.a.ns, "%s", mapped);
 				snprintf(one.b.ns, sizeof one.b.ns, "%s", full);

@@ -9,6 +9,7 @@
 #include <mongoc/mongoc.h>
 #include "apply.h"
 #include "config.h"
+#include "daemon.h"
 #include "err.h"
 #include "fault.h"
 #include "journal.h"
@@ -16,10 +17,6 @@
 #include "util.h"
 
 static volatile sig_atomic_t stop_flag;
-static volatile sig_atomic_t hup_flag;
-
-static void on_stop(int sig) { (void)sig; stop_flag = 1; }
-static void on_hup(int sig) { (void)sig; hup_flag = 1; }
 
 static void usage(FILE *f)
 {
@@ -54,19 +51,6 @@ static int print_status(void *arg, const char *key, const bson_t *doc)
 	return 0;
 }
 
-static void *hup_watch(void *arg)
-{
-	(void)arg;
-	while (!stop_flag) {
-		if (hup_flag) {
-			hup_flag = 0;
-			log_reopen();
-		}
-		usleep(100 * 1000);
-	}
-	return NULL;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -81,14 +65,13 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config = NULL, *logfile = NULL, *names[64];
-	size_t nnames = 0, idx[64], n = 0;
+	size_t nnames = 0, *idx = NULL, n = 0;
+	char *jpath = NULL;
 	struct cfg *cfg = NULL;
 	struct jnl *j = NULL;
 	enum log_fmt fmt = LOG_FMT_TEXT;
 	int check = 0, verbose = 0, status = 0, ch, rc;
 	char err[1024];
-	struct sigaction sa;
-	pthread_t hup;
 
 	log_init(argv[0], 0, LOG_FMT_TEXT, LOG_F_TIME);
 	while ((ch = getopt_long(argc, argv, "c:s:nvh", longopts, NULL)) != -1) {
@@ -131,65 +114,49 @@ int main(int argc, char **argv)
 		log_warnx("%s", err);
 		return 2;
 	}
-	if (cfg->journal_path == NULL) {
-		log_warnx("%s: no journal.path: apply needs a journal", config);
-		cfg_free(cfg);
-		return 2;
+	if ((jpath = cfg_journal(cfg)) == NULL || (idx = calloc(cfg->nservers + nnames, sizeof *idx)) == NULL) {
+		log_warnx("out of memory");
+		rc = 1;
+		goto out;
 	}
-	for (size_t i = 0; i < nnames; i++) {
-		const struct cfg_server *s = cfg_server_by_name(cfg, names[i]);
-		if (s == NULL) {
-			log_warnx("unknown server '%s' (not in '%s')", names[i], config);
-			cfg_free(cfg);
-			return 2;
-		}
-		idx[n++] = (size_t)(s - cfg->servers);
-	}
-	for (size_t i = 0; nnames == 0 && i < cfg->napply && n < 64; i++)
-		idx[n++] = cfg->apply[i];
+	if ((rc = cfg_pick(cfg, names, nnames, cfg->apply, cfg->napply, idx, &n)) != 0)
+		goto out;
 	if (n == 0) {
 		log_warnx("%s: no server to apply into", config);
-		cfg_free(cfg);
-		return 2;
+		rc = 2;
+		goto out;
 	}
 	if (check) {
 		printf("configuration '%s' is valid: applying into %zu server%s from '%s'\n", config, n,
-		    n == 1 ? "" : "s", cfg->journal_path);
-		cfg_free(cfg);
-		return 0;
+		    n == 1 ? "" : "s", jpath);
+		goto out;
 	}
 	if (status) {
-		if ((rc = jnl_open(cfg->journal_path, JNL_RDONLY, &j)) != 0) {
-			log_warnx("unable to open journal '%s': %s", cfg->journal_path, mmm_strerror(rc));
-			cfg_free(cfg);
-			return 1;
+		if ((rc = jnl_open(jpath, JNL_RDONLY, &j)) != 0) {
+			log_warnx("unable to open journal '%s': %s", jpath, mmm_strerror(rc));
+			rc = 1;
+			goto out;
 		}
-		rc = jnl_status_walk(j, "apply/", print_status, NULL);
+		rc = jnl_status_walk(j, "apply/", print_status, NULL) ? 1 : 0;
 		jnl_close(j);
-		cfg_free(cfg);
-		return rc ? 1 : 0;
+		goto out;
 	}
-	if ((rc = jnl_open(cfg->journal_path, JNL_CREATE, &j)) != 0) {
-		log_warnx("unable to open journal '%s': %s", cfg->journal_path, mmm_strerror(rc));
-		cfg_free(cfg);
-		return 1;
+	if ((rc = jnl_open(jpath, JNL_CREATE, &j)) != 0) {
+		log_warnx("unable to open journal '%s': %s", jpath, mmm_strerror(rc));
+		rc = 1;
+		goto out;
 	}
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_stop;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sa.sa_handler = on_hup;
-	sigaction(SIGHUP, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
 	mongoc_init();
-	pthread_create(&hup, NULL, hup_watch, NULL);
-	log_info("applying into %zu server%s from '%s'", n, n == 1 ? "" : "s", cfg->journal_path);
+	daemon_start(&stop_flag);
+	log_info("applying into %zu server%s from '%s'", n, n == 1 ? "" : "s", jpath);
 	rc = app_run(cfg, j, idx, n, &stop_flag);
-	stop_flag = 1;
-	pthread_join(hup, NULL);
+	daemon_finish();
 	log_info("apply stopped%s", rc ? " with errors" : "");
 	jnl_close(j);
-	cfg_free(cfg);
 	mongoc_cleanup();
+out:
+	free(idx);
+	free(jpath);
+	cfg_free(cfg);
 	return rc;
 }

@@ -13,14 +13,11 @@
 #include "fault.h"
 #include "journal.h"
 #include "log.h"
+#include "daemon.h"
 #include "ts.h"
 #include "util.h"
 
 static volatile sig_atomic_t stop_flag;
-static volatile sig_atomic_t hup_flag;
-
-static void on_stop(int sig) { (void)sig; stop_flag = 1; }
-static void on_hup(int sig) { (void)sig; hup_flag = 1; }
 
 static void usage(FILE *f)
 {
@@ -48,32 +45,6 @@ static void usage(FILE *f)
 	    "SIGHUP reopens --log-file.\n");
 }
 
-static void install_signals(void)
-{
-	struct sigaction sa;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_stop;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sa.sa_handler = on_hup;
-	sigaction(SIGHUP, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
-}
-
-/* Reopens the log on SIGHUP while the capture threads run. */
-static void *hup_watch(void *arg)
-{
-	(void)arg;
-	while (!stop_flag) {
-		if (hup_flag) {
-			hup_flag = 0;
-			log_reopen();
-		}
-		usleep(100 * 1000);
-	}
-	return NULL;
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option longopts[] = {
@@ -88,14 +59,14 @@ int main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *config = NULL, *logfile = NULL, *names[64];
-	size_t nnames = 0, idx[64], n = 0;
+	size_t nnames = 0, *idx = NULL, n = 0;
+	char *jpath = NULL;
 	struct cap_options opt = { 0, 0 };
 	struct cfg *cfg = NULL;
 	struct jnl *j = NULL;
 	enum log_fmt fmt = LOG_FMT_TEXT;
 	int check = 0, verbose = 0, ch, rc;
 	char err[1024];
-	pthread_t hup;
 
 	log_init(argv[0], 0, LOG_FMT_TEXT, LOG_F_TIME);
 	while ((ch = getopt_long(argc, argv, "c:s:nvh", longopts, NULL)) != -1) {
@@ -146,51 +117,39 @@ int main(int argc, char **argv)
 		log_warnx("%s", err);
 		return 2;
 	}
-	if (cfg->journal_path == NULL) {
-		log_warnx("%s: no journal.path: capture needs a journal", config);
-		cfg_free(cfg);
-		return 2;
+	if ((jpath = cfg_journal(cfg)) == NULL || (idx = calloc(cfg->nservers + nnames, sizeof *idx)) == NULL) {
+		log_warnx("out of memory");
+		rc = 1;
+		goto out;
 	}
-	if (nnames) {
-		for (size_t i = 0; i < nnames; i++) {
-			const struct cfg_server *s = cfg_server_by_name(cfg, names[i]);
-			if (s == NULL) {
-				log_warnx("unknown server '%s' (not in '%s')", names[i], config);
-				cfg_free(cfg);
-				return 2;
-			}
-			idx[n++] = (size_t)(s - cfg->servers);
-		}
-	} else {
-		for (size_t i = 0; i < cfg->ncapture && n < 64; i++)
-			idx[n++] = cfg->capture[i];
-	}
+	if ((rc = cfg_pick(cfg, names, nnames, cfg->capture, cfg->ncapture, idx, &n)) != 0)
+		goto out;
 	if (n == 0) {
 		log_warnx("%s: no server to capture", config);
-		cfg_free(cfg);
-		return 2;
+		rc = 2;
+		goto out;
 	}
 	if (check) {
 		printf("configuration '%s' is valid: capturing %zu server%s into '%s'\n", config, n,
-		    n == 1 ? "" : "s", cfg->journal_path);
-		cfg_free(cfg);
-		return 0;
+		    n == 1 ? "" : "s", jpath);
+		goto out;
 	}
-	if ((rc = jnl_open(cfg->journal_path, JNL_CREATE, &j)) != 0) {
-		log_warnx("unable to open journal '%s': %s", cfg->journal_path, mmm_strerror(rc));
-		cfg_free(cfg);
-		return 1;
+	if ((rc = jnl_open(jpath, JNL_CREATE, &j)) != 0) {
+		log_warnx("unable to open journal '%s': %s", jpath, mmm_strerror(rc));
+		rc = 1;
+		goto out;
 	}
-	install_signals();
 	mongoc_init();
-	pthread_create(&hup, NULL, hup_watch, NULL);
-	log_info("capturing %zu server%s into '%s'", n, n == 1 ? "" : "s", cfg->journal_path);
+	daemon_start(&stop_flag);
+	log_info("capturing %zu server%s into '%s'", n, n == 1 ? "" : "s", jpath);
 	rc = cap_run(cfg, j, idx, n, &opt, &stop_flag);
-	stop_flag = 1;
-	pthread_join(hup, NULL);
+	daemon_finish();
 	log_info("capture stopped%s", rc ? " with errors" : "");
 	jnl_close(j);
-	cfg_free(cfg);
 	mongoc_cleanup();
+out:
+	free(idx);
+	free(jpath);
+	cfg_free(cfg);
 	return rc;
 }

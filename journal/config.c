@@ -19,6 +19,7 @@
 #include <yaml.h>
 #include <mongoc/mongoc.h>
 #include "config.h"
+#include "log.h"
 #include "err.h"
 
 #define CFG_MAX_FILE (16u << 20)     /* a configuration is a few hundred bytes */
@@ -838,4 +839,36 @@ const struct cfg_server *cfg_server_by_uuid(const struct cfg *cfg, const uint8_t
 		if (memcmp(cfg->servers[i].uuid, uuid, 16) == 0)
 			return &cfg->servers[i];
 	return NULL;
+}
+
+char *cfg_journal(const struct cfg *cfg)
+{
+	const char *slash;
+	char *out;
+	size_t n;
+
+	if (cfg->journal_path)
+		return strdup(cfg->journal_path);
+	slash = strrchr(cfg->path, '/');
+	n = (slash ? (size_t)(slash - cfg->path) + 1 : 0) + sizeof "mmm-journal";
+	if ((out = malloc(n)) != NULL)
+		snprintf(out, n, "%.*smmm-journal", slash ? (int)(slash - cfg->path) + 1 : 0, cfg->path);
+	return out;
+}
+
+int cfg_pick(const struct cfg *cfg, const char *const *names, size_t nnames, const size_t *dflt,
+    size_t ndflt, size_t *idx, size_t *n)
+{
+	*n = 0;
+	for (size_t i = 0; i < nnames; i++) {
+		const struct cfg_server *s = cfg_server_by_name(cfg, names[i]);
+		if (s == NULL) {
+			log_warnx("unknown server '%s' (not in '%s')", names[i], cfg->path);
+			return 2;
+		}
+		idx[(*n)++] = (size_t)(s - cfg->servers);
+	}
+	for (size_t i = 0; nnames == 0 && i < ndflt; i++)
+		idx[(*n)++] = dflt[i];
+	return 0;
 }

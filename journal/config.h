@@ -54,6 +54,18 @@ struct cfg {
 int cfg_load(const char *path, struct cfg **out, char *err, size_t errlen);
 void cfg_free(struct cfg *cfg);
 
+/* The site's journal: journal.path, else "mmm-journal" in the directory of
+ * the configuration file (the original tool's files have no journal
+ * section).  malloc'd; NULL only on ENOMEM. */
+char *cfg_journal(const struct cfg *cfg);
+
+/* The servers named in NAMES (--server options), or when NNAMES is 0 the
+ * configured list DFLT (capture.servers, apply.servers), as indexes into
+ * cfg->servers in IDX (room for cfg->nservers + NNAMES).  Returns 0, or 2
+ * after logging "unknown server 'x' (not in 'FILE')". */
+int cfg_pick(const struct cfg *cfg, const char *const *names, size_t nnames, const size_t *dflt,
+    size_t ndflt, size_t *idx, size_t *n);
+
 /* Lookup by YAML key, or by UUID (text in any case); NULL when absent. */
 const struct cfg_server *cfg_server_by_name(const struct cfg *cfg, const char *name);
 const struct cfg_server *cfg_server_by_uuid(const struct cfg *cfg, const uint8_t uuid[16]);

@@ -58,6 +58,19 @@ static void test_seed(void)
 	CHECK_INT(cfg->servers[1].line, 4);
 	/* defaults: no journal, capture and apply every server, 4 workers */
 	CHECK(cfg->journal_path == NULL);
+	{
+		char *jp = cfg_journal(cfg), want[sizeof fixdir + 16];
+		size_t idx[4], n = 9;
+		const char *names[] = { "server_b", "nope" };
+		snprintf(want, sizeof want, "%s/mmm-journal", fixdir);
+		CHECK_STR(jp ? jp : "", want);        /* beside the file, as the original's files have none */
+		free(jp);
+		CHECK_INT(cfg_pick(cfg, names, 1, cfg->capture, cfg->ncapture, idx, &n), 0);
+		CHECK(n == 1 && idx[0] == 1);
+		CHECK_INT(cfg_pick(cfg, NULL, 0, cfg->capture, cfg->ncapture, idx, &n), 0);
+		CHECK(n == 2 && idx[0] == 0 && idx[1] == 1);
+		CHECK_INT(cfg_pick(cfg, names, 2, cfg->capture, cfg->ncapture, idx, &n), 2);
+	}
 	CHECK_INT(cfg->ncapture, 2);
 	CHECK_INT(cfg->napply, 2);
 	if (cfg->ncapture == 2 && cfg->napply == 2) {

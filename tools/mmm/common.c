@@ -1,5 +1,4 @@
 /* common.c — helpers shared by the mmm subcommands (see mmm.h). */
-#include <libgen.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,23 +6,6 @@
 #include "log.h"
 #include "mmm.h"
 #include "util.h"
-
-char *mmm_journal_path(const struct cfg *cfg)
-{
-	char *copy, *dir, *out;
-	size_t n;
-
-	if (cfg->journal_path)
-		return strdup(cfg->journal_path);
-	if ((copy = strdup(cfg->path)) == NULL)
-		return NULL;
-	dir = dirname(copy);
-	n = strlen(dir) + sizeof "/mmm-journal";
-	if ((out = malloc(n)) != NULL)
-		snprintf(out, n, "%s/mmm-journal", dir);
-	free(copy);
-	return out;
-}
 
 mongoc_client_t *mmm_try_connect(const struct cfg_server *srv, char *why, size_t len)
 {

@@ -186,7 +186,7 @@ int main(int argc, char **argv)
 		log_warnx("%s", err);
 		return 2;
 	}
-	if ((m.journal_path = mmm_journal_path(m.cfg)) == NULL) {
+	if ((m.journal_path = cfg_journal(m.cfg)) == NULL) {
 		cfg_free(m.cfg);
 		return 1;
 	}

@@ -34,8 +34,6 @@ struct mmm {
 	char *journal_path;        /* journal.path, or the default beside the config */
 };
 
-/* The journal path for CFG: journal.path, else "mmm-journal" in the config's directory. */
-char *mmm_journal_path(const struct cfg *cfg);
 /* A client for SRV that gives up within ~3 s; NULL after logging a one-line
  * error naming the server ("cannot reach 'server_a' (URI): reason"). */
 mongoc_client_t *mmm_connect(const struct cfg_server *srv);

@@ -6,14 +6,13 @@
 #include <unistd.h>
 #include "apply.h"
 #include "capture.h"
+#include "daemon.h"
 #include "err.h"
 #include "journal.h"
 #include "log.h"
 #include "mmm.h"
 
-static volatile sig_atomic_t stop_flag, hup_flag;
-static void on_stop(int sig) { (void)sig; stop_flag = 1; }
-static void on_hup(int sig) { (void)sig; hup_flag = 1; }
+static volatile sig_atomic_t stop_flag;
 
 struct half {
 	const struct cfg *cfg;
@@ -56,7 +55,6 @@ int cmd_run(struct mmm *m)
 {
 	struct half cap = { m->cfg, NULL, { 0 }, 0, 0 }, app = { m->cfg, NULL, { 0 }, 0, 0 };
 	pthread_t ct, at;
-	struct sigaction sa;
 	struct jnl *j;
 	size_t idx[64], n;
 	int rc, started_c = 0, started_a = 0;
@@ -74,13 +72,7 @@ int cmd_run(struct mmm *m)
 		return 1;
 	}
 	cap.j = app.j = j;
-	memset(&sa, 0, sizeof sa);
-	sa.sa_handler = on_stop;
-	sigaction(SIGTERM, &sa, NULL);
-	sigaction(SIGINT, &sa, NULL);
-	sa.sa_handler = on_hup;
-	sigaction(SIGHUP, &sa, NULL);
-	signal(SIGPIPE, SIG_IGN);
+	daemon_start(&stop_flag);
 	log_info("running: capturing %zu server%s, applying into %zu, journal '%s'", cap.n, cap.n == 1 ? "" : "s",
 	    app.n, m->journal_path);
 	if (cap.n && pthread_create(&ct, NULL, capture_half, &cap) == 0)
@@ -89,16 +81,13 @@ int cmd_run(struct mmm *m)
 		started_a = 1;
 	/* Wait for a signal, or for capture to give up (nothing left to capture). */
 	while (!stop_flag) {
-		if (hup_flag) {
-			hup_flag = 0;
-			log_reopen();
-		}
 		usleep(100 * 1000);
 		if (started_c && cap.rc) {
 			log_warnx("capture stopped: stopping");
 			stop_flag = 1;
 		}
 	}
+	daemon_finish();
 	if (started_c)
 		pthread_join(ct, NULL);
 	if (started_a)

@@ -4,7 +4,6 @@
 SIGKILL at random moments (fixed seed) always leave a journal that verifies
 and whose export is an exact prefix of the input.  A small commit threshold
 (MMM_IMPORT_COMMIT_BYTES) makes every block its own commit."""
-import glob
 import json
 import os
 import random
@@ -18,60 +17,9 @@ import bson
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get('MMM_BIN', os.path.join(ROOT, 'build', 'bin'))
-FIX = os.environ.get('MMM_FIXTURES', os.path.join(ROOT, 'fixtures'))
-MJ = os.path.join(BIN, 'mmm-journal')
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print('FAIL: %s' % what, flush=True)
-    return cond
-
-
-# libmongoc (linked for URI parsing) keeps counters in /dev/shm/mongoc-PID;
-# a killed process leaves its file behind, and a later process given the
-# same PID then warns "Falling back to malloc for counters" on stderr.
-os.environ.setdefault('MONGOC_DISABLE_SHM', '1')
-
-
-def mj(*args, stdin=None, env=None):
-    e = dict(os.environ)
-    e.update(env or {})
-    p = subprocess.run([MJ] + [str(a) for a in args], input=stdin, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, env=e, timeout=120)
-    p.err = p.stderr.decode(errors='replace')
-    return p
-
-
-def one_line(p):
-    lines = p.err.splitlines()
-    return len(lines) == 1 and p.err.endswith('\n')
-
-
-def split_docs(data):
-    """Raw documents of an oplog.bson, as bytes."""
-    out, i = [], 0
-    while i < len(data):
-        n = int.from_bytes(data[i:i + 4], 'little')
-        out.append(data[i:i + n])
-        i += n
-    return out
-
-
-def ts_of(raw):
-    t = bson.BSON(raw).decode()['ts']
-    return (t.time, t.inc)
-
-
-def ts_str(t):
-    return '%d:%d' % t
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jlib  # noqa: E402
+from jlib import MJ, check, mj  # noqa: E402
 
 
 def gen_oplog(n, seed, sec=1700000000):
@@ -138,7 +86,6 @@ def run_import(jdir, inp, env, kill_after=None):
 
 
 def main():
-    global passed, failed
     if not os.access(MJ, os.X_OK):
         print('FAIL: %s not built' % MJ)
         print('0 passed, 1 failed')
@@ -211,8 +158,7 @@ def main():
         check(False, 'raised %r' % e)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print('%d passed, %d failed' % (passed, failed))
-    return 1 if failed else 0
+    return jlib.report()
 
 
 if __name__ == '__main__':

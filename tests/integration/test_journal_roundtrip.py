@@ -18,60 +18,9 @@ import bson
 from bson.int64 import Int64
 from bson.timestamp import Timestamp
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-BIN = os.environ.get('MMM_BIN', os.path.join(ROOT, 'build', 'bin'))
-FIX = os.environ.get('MMM_FIXTURES', os.path.join(ROOT, 'fixtures'))
-MJ = os.path.join(BIN, 'mmm-journal')
-passed = failed = 0
-
-
-def check(cond, what):
-    global passed, failed
-    if cond:
-        passed += 1
-    else:
-        failed += 1
-        print('FAIL: %s' % what, flush=True)
-    return cond
-
-
-# libmongoc (linked for URI parsing) keeps counters in /dev/shm/mongoc-PID;
-# a killed process leaves its file behind, and a later process given the
-# same PID then warns "Falling back to malloc for counters" on stderr.
-os.environ.setdefault('MONGOC_DISABLE_SHM', '1')
-
-
-def mj(*args, stdin=None, env=None):
-    e = dict(os.environ)
-    e.update(env or {})
-    p = subprocess.run([MJ] + [str(a) for a in args], input=stdin, stdout=subprocess.PIPE,
-                       stderr=subprocess.PIPE, env=e, timeout=120)
-    p.err = p.stderr.decode(errors='replace')
-    return p
-
-
-def one_line(p):
-    lines = p.err.splitlines()
-    return len(lines) == 1 and p.err.endswith('\n')
-
-
-def split_docs(data):
-    """Raw documents of an oplog.bson, as bytes."""
-    out, i = [], 0
-    while i < len(data):
-        n = int.from_bytes(data[i:i + 4], 'little')
-        out.append(data[i:i + n])
-        i += n
-    return out
-
-
-def ts_of(raw):
-    t = bson.BSON(raw).decode()['ts']
-    return (t.time, t.inc)
-
-
-def ts_str(t):
-    return '%d:%d' % t
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import jlib  # noqa: E402
+from jlib import FIX, MJ, check, mj, one_line, split_docs, ts_of, ts_str  # noqa: E402
 
 
 def gen_oplog(n, seed, sec=1700000000):
@@ -335,8 +284,7 @@ def main():
                 check(False, '%s raised %r' % (t.__name__, e))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    print('%d passed, %d failed' % (passed, failed))
-    return 1 if failed else 0
+    return jlib.report()
 
 
 if __name__ == '__main__':

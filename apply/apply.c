@@ -17,6 +17,7 @@
 #include "log.h"
 #include "oplog.h"
 #include "translate.h"
+#include "util.h"
 
 #define BATCH_OPS        1000
 #define BATCH_BYTES      (8 << 20)
@@ -26,26 +27,6 @@
 #define BACKOFF_MAX_MS   2000
 #define MAX_CHAINS       64
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void sleep_ms(int ms, volatile sig_atomic_t *stop)
-{
-	for (int waited = 0; waited < ms && !(stop && *stop); waited += 10)
-		usleep(10 * 1000);
-}
-
 const char *app_status_key(const uint8_t dst[16], const uint8_t src[16], char *buf, size_t len)
 {
 	char d[37], s[37];
@@ -53,26 +34,6 @@ const char *app_status_key(const uint8_t dst[16], const uint8_t src[16], char *b
 	uuid_format(src, s);
 	snprintf(buf, len, "apply/%s/%s", d, s);
 	return buf;
-}
-
-static mongoc_client_t *make_client(const char *uri_s, const char *appname, bson_error_t *err)
-{
-	mongoc_uri_t *uri = mongoc_uri_new_with_error(uri_s, err);
-	mongoc_client_t *c;
-	if (uri == NULL)
-		return NULL;
-	if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
-		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 2000);
-	if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
-		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 2000);
-	if (!mongoc_uri_has_option(uri, MONGOC_URI_HEARTBEATFREQUENCYMS))
-		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 500);
-	mongoc_uri_set_appname(uri, appname);
-	c = mongoc_client_new_from_uri_with_error(uri, err);
-	mongoc_uri_destroy(uri);
-	if (c)
-		mongoc_client_set_error_api(c, MONGOC_ERROR_API_VERSION_2);
-	return c;
 }
 
 /* ---- documents touched by a batch ---------------------------------------- */
@@ -329,7 +290,7 @@ static void pair_status_locked(struct pair *p)
 		BSON_APPEND_UTF8(&arr, k, p->my_links[i].id);
 	}
 	bson_append_array_end(&doc, &arr);
-	BSON_APPEND_DATE_TIME(&doc, "updated", wall_ms());
+	BSON_APPEND_DATE_TIME(&doc, "updated", mmm_wall_ms());
 	BSON_APPEND_INT32(&doc, "pid", (int32_t)getpid());
 	BSON_APPEND_INT32(&doc, "workers", p->nworkers);
 	BSON_APPEND_ARRAY_BEGIN(&doc, "lsids", &arr);
@@ -343,7 +304,7 @@ static void pair_status_locked(struct pair *p)
 	bson_append_array_end(&doc, &arr);
 	jnl_status_put(p->app->j, app_status_key(p->dst->uuid, p->src, key, sizeof key), &doc);
 	bson_destroy(&doc);
-	p->status_at = mono_ms();
+	p->status_at = mmm_mono_ms();
 	(void)ts;
 }
 
@@ -942,7 +903,7 @@ static int ddl_exec(struct worker *w, const uint8_t origin[16], uint64_t ts, con
 		}
 		if (!p->failed)
 			snprintf(p->last_error, sizeof p->last_error, "%s", err.message);
-		sleep_ms(backoff, p->app->stop);
+		mmm_sleep_ms(backoff, p->app->stop);
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 	}
 	mongoc_collection_destroy(mc);
@@ -1124,7 +1085,7 @@ static void commit_batch(struct worker *w)
 				snprintf(p->last_error, sizeof p->last_error, "%s", why);
 			set_state(p, "retrying");
 			log_debug("apply into '%s': %s; retrying in %d ms", p->dst->name, why, backoff);
-			sleep_ms(backoff, p->app->stop);
+			mmm_sleep_ms(backoff, p->app->stop);
 			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 			continue;
 		}
@@ -1154,7 +1115,7 @@ static void commit_batch(struct worker *w)
 			do {
 				rc = run_txn(w, i, jx, ts, entry_resume(w, ts), why, sizeof why, &bad_ts, &bad_ns);
 				if (rc == 1)
-					sleep_ms(100, p->app->stop);
+					mmm_sleep_ms(100, p->app->stop);
 			} while (rc == 1 && !*p->app->stop);
 			if (rc != 0) {
 				w->upserts = 0;
@@ -1293,7 +1254,7 @@ static int checkpoint_only(struct pair *p, const uint8_t origin[16], uint64_t ts
 		if (*p->app->stop)
 			return -1;
 		snprintf(p->last_error, sizeof p->last_error, "%s", err.message);
-		sleep_ms(backoff, p->app->stop);
+		mmm_sleep_ms(backoff, p->app->stop);
 		backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 	}
 }
@@ -1579,7 +1540,7 @@ static const char *pair_start_workers(struct pair *p, bson_error_t *err)
 {
 	for (int k = 0; k < p->nworkers; k++) {
 		struct worker *w = &p->workers[k];
-		if (w->client == NULL && (w->client = make_client(p->dst->uri, "mmm-apply", err)) == NULL)
+		if (w->client == NULL && (w->client = mmm_client_new(p->dst->uri, "mmm-apply", 2000, err)) == NULL)
 			return err->message;
 		if (!w->started) {
 			if (pthread_create(&w->thread, NULL, committer_main, w) != 0)
@@ -1616,7 +1577,7 @@ static void *pair_main(void *arg)
 			snprintf(p->last_error, sizeof p->last_error, "source '%s' is not in journal '%s' yet",
 			    p->src_name, jnl_path(app->j));
 			set_state(p, "waiting");
-			sleep_ms(1000, app->stop);
+			mmm_sleep_ms(1000, app->stop);
 			continue;
 		}
 		if ((msg = pair_start_workers(p, &err)) != NULL) {
@@ -1630,7 +1591,7 @@ static void *pair_main(void *arg)
 			    p->dst->name, err.message);
 			log_debug("%s", p->last_error);
 			pair_status(p);
-			sleep_ms(backoff, app->stop);
+			mmm_sleep_ms(backoff, app->stop);
 			backoff = backoff * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : backoff * 2;
 			continue;
 		}
@@ -1687,11 +1648,11 @@ static void *pair_main(void *arg)
 				links_changed(p);
 				break;           /* new links may need an earlier start: re-read */
 			}
-			if (mono_ms() - p->status_at >= STATUS_EVERY_MS) {
+			if (mmm_mono_ms() - p->status_at >= STATUS_EVERY_MS) {
 				pair_status(p);
 				idle_markers(p);
 			}
-			sleep_ms(IDLE_WAIT_MS, NULL);
+			mmm_sleep_ms(IDLE_WAIT_MS, NULL);
 		}
 		if (!p->failed && !*app->stop)
 			flush_all(p, 0);
@@ -1764,12 +1725,12 @@ static void *dest_main(void *arg)
 		size_t n = 0;
 		bson_error_t err;
 
-		if (mono_ms() < next) {
-			sleep_ms(50, app->stop);
+		if (mmm_mono_ms() < next) {
+			mmm_sleep_ms(50, app->stop);
 			continue;
 		}
-		next = mono_ms() + LINKS_EVERY_MS;
-		if (c == NULL && (c = make_client(d->srv->uri, "mmm-apply", &err)) == NULL) {
+		next = mmm_mono_ms() + LINKS_EVERY_MS;
+		if (c == NULL && (c = mmm_client_new(d->srv->uri, "mmm-apply", 2000, &err)) == NULL) {
 			log_warnx("apply into '%s': %s", d->srv->name, err.message);
 			break;
 		}
@@ -1777,7 +1738,7 @@ static void *dest_main(void *arg)
 			if (!warned)
 				log_info("cannot read links of '%s': %s; retrying", d->srv->name, err.message);
 			warned = 1;
-			next = mono_ms() + 500;
+			next = mmm_mono_ms() + 500;
 			continue;
 		}
 		warned = 0;

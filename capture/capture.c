@@ -13,6 +13,7 @@
 #include "fault.h"
 #include "log.h"
 #include "oplog.h"
+#include "util.h"
 
 #define TXN_SLOTS      256     /* open transactions whose origin is remembered */
 #define DDL_LOOKAHEAD  64      /* entries a DDL marker waits for its command */
@@ -105,20 +106,6 @@ struct cap_source {
 	struct ddl_bracket ddl[DDL_SLOTS];
 	int ddl_open;                 /* brackets with ttl > 0 */
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 /* A cheap clock for per-entry checks (a few ms of resolution is plenty). */
 static int64_t coarse_ms(void)
@@ -362,13 +349,13 @@ static void write_status(struct cap_source *cs)
 	BSON_APPEND_DOUBLE(&doc, "rate", cs->rate);
 	BSON_APPEND_INT64(&doc, "entries", (int64_t)cs->entries);
 	BSON_APPEND_UTF8(&doc, "last_error", cs->last_error);
-	BSON_APPEND_DATE_TIME(&doc, "updated", wall_ms());
+	BSON_APPEND_DATE_TIME(&doc, "updated", mmm_wall_ms());
 	BSON_APPEND_INT32(&doc, "pid", (int32_t)getpid());
 	if (jnl_status_put(cs->j, cap_status_key(cs->srv->uuid, key, sizeof key), &doc) != 0 &&
 	    !jnl_poisoned(cs->j))
 		log_debug("cannot write status of '%s'", cs->srv->name);
 	bson_destroy(&doc);
-	cs->status_at = mono_ms();
+	cs->status_at = mmm_mono_ms();
 }
 
 static void set_state(struct cap_source *cs, const char *state)
@@ -542,26 +529,6 @@ static void note_marker(struct cap_source *cs, const bson_t *entry)
 }
 
 /* ---- talking to the server ---------------------------------------------- */
-
-static mongoc_client_t *make_client(struct cap_source *cs, bson_error_t *err)
-{
-	mongoc_uri_t *uri = mongoc_uri_new_with_error(cs->srv->uri, err);
-	mongoc_client_t *c;
-	if (uri == NULL)
-		return NULL;
-	if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
-		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 2000);
-	if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
-		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 2000);
-	if (!mongoc_uri_has_option(uri, MONGOC_URI_HEARTBEATFREQUENCYMS))
-		mongoc_uri_set_option_as_int32(uri, MONGOC_URI_HEARTBEATFREQUENCYMS, 500);
-	mongoc_uri_set_appname(uri, "mmm-capture");
-	c = mongoc_client_new_from_uri_with_error(uri, err);
-	mongoc_uri_destroy(uri);
-	if (c)
-		mongoc_client_set_error_api(c, MONGOC_ERROR_API_VERSION_2);
-	return c;
-}
 
 /* Reads the newest write the server reports (hello's lastWrite). */
 static void poll_server(struct cap_source *cs, mongoc_client_t *c)
@@ -969,7 +936,7 @@ static enum session_end session(struct cap_source *cs, mongoc_client_t *c, mongo
 			}
 		}
 		if (coarse_ms() - cs->status_at >= STATUS_MS) {
-			int64_t now = mono_ms();
+			int64_t now = mmm_mono_ms();
 			cs->rate = (double)cs->rate_entries * 1000.0 / (double)(now - cs->rate_since > 0 ? now - cs->rate_since : 1);
 			cs->rate_entries = 0;
 			cs->rate_since = now;
@@ -1012,7 +979,7 @@ static void *source_main(void *arg)
 		if (src.last_ts)
 			warm_up(cs, src.last_ts);
 	}
-	cs->rate_since = mono_ms();
+	cs->rate_since = mmm_mono_ms();
 	while (!*cs->stop && !atomic_load(cs->fatal)) {
 		bson_error_t err;
 		mongoc_client_t *c, *poll = NULL;
@@ -1023,7 +990,8 @@ static void *source_main(void *arg)
 			set_state(cs, "connecting");
 		/* Two clients: a single-threaded libmongoc client runs no command
 		 * while its tailable cursor waits, and status needs hello. */
-		if ((c = make_client(cs, &err)) == NULL || (poll = make_client(cs, &err)) == NULL) {
+		if ((c = mmm_client_new(cs->srv->uri, "mmm-capture", 2000, &err)) == NULL ||
+		    (poll = mmm_client_new(cs->srv->uri, "mmm-capture", 2000, &err)) == NULL) {
 			snprintf(cs->last_error, sizeof cs->last_error, "%s", err.message);
 			log_warnx("capture of '%s': %s", cs->srv->name, err.message);
 			end = END_FATAL;
@@ -1043,7 +1011,7 @@ static void *source_main(void *arg)
 			break;
 		}
 		if (cs->last_error[0]) {
-			int64_t now = mono_ms();
+			int64_t now = mmm_mono_ms();
 			if (progressed)
 				backoff = BACKOFF_MIN_MS;
 			set_state(cs, "connecting");

@@ -11,10 +11,8 @@
 #include "config.h"
 #include "daemon.h"
 #include "err.h"
-#include "fault.h"
 #include "journal.h"
 #include "log.h"
-#include "util.h"
 
 static volatile sig_atomic_t stop_flag;
 
@@ -71,7 +69,6 @@ int main(int argc, char **argv)
 	struct jnl *j = NULL;
 	enum log_fmt fmt = LOG_FMT_TEXT;
 	int check = 0, verbose = 0, status = 0, ch, rc;
-	char err[1024];
 
 	log_init(argv[0], 0, LOG_FMT_TEXT, LOG_F_TIME);
 	while ((ch = getopt_long(argc, argv, "c:s:nvh", longopts, NULL)) != -1) {
@@ -102,29 +99,10 @@ int main(int argc, char **argv)
 		usage(stderr);
 		return 2;
 	}
-	log_init(argv[0], verbose, fmt, LOG_F_TIME);
-	if (logfile && (rc = log_set_file(logfile)) != 0) {
-		log_warnx("cannot open log file '%s': %s", logfile, mmm_strerror(rc));
-		return 2;
-	}
-	if (fault_init() != 0)
-		return 2;
-	mmm_mongoc_log_to_debug();
-	if ((rc = cfg_load(config, &cfg, err, sizeof err)) != 0) {
-		log_warnx("%s", err);
-		return 2;
-	}
-	if ((jpath = cfg_journal(cfg)) == NULL || (idx = calloc(cfg->nservers + nnames, sizeof *idx)) == NULL) {
-		log_warnx("out of memory");
-		rc = 1;
-		goto out;
-	}
-	if ((rc = cfg_pick(cfg, names, nnames, cfg->apply, cfg->napply, idx, &n)) != 0)
-		goto out;
-	if (n == 0) {
-		log_warnx("%s: no server to apply into", config);
-		rc = 2;
-		goto out;
+	{
+		struct daemon_args da = { argv[0], config, logfile, verbose, fmt, names, nnames, DAEMON_APPLY };
+		if ((rc = daemon_setup(&da, &cfg, &jpath, &idx, &n)) != 0)
+			return rc;
 	}
 	if (check) {
 		printf("configuration '%s' is valid: applying into %zu server%s from '%s'\n", config, n,

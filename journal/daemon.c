@@ -1,9 +1,13 @@
 /* daemon.c — see daemon.h.  The flags are this module's own state. */
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include "daemon.h"
+#include "err.h"
+#include "fault.h"
 #include "log.h"
+#include "util.h"
 
 static volatile sig_atomic_t *stop_flag;
 static volatile sig_atomic_t hup_flag;
@@ -52,4 +56,50 @@ void daemon_finish(void)
 	if (hup_started)
 		pthread_join(hup_thread, NULL);
 	hup_started = 0;
+}
+
+int daemon_setup(const struct daemon_args *a, struct cfg **cfg, char **jpath, size_t **idx, size_t *n)
+{
+	const struct cfg *c;
+	char err[1024];
+	int rc;
+
+	*cfg = NULL;
+	*jpath = NULL;
+	*idx = NULL;
+	*n = 0;
+	log_init(a->prog, a->verbose, a->fmt, LOG_F_TIME);
+	if (a->logfile && (rc = log_set_file(a->logfile)) != 0) {
+		log_warnx("cannot open log file '%s': %s", a->logfile, mmm_strerror(rc));
+		return 2;
+	}
+	if (fault_init() != 0)
+		return 2;
+	mmm_mongoc_log_to_debug();
+	if (cfg_load(a->config, cfg, err, sizeof err) != 0) {
+		log_warnx("%s", err);
+		return 2;
+	}
+	c = *cfg;
+	if ((*jpath = cfg_journal(c)) == NULL || (*idx = calloc(c->nservers + a->nnames, sizeof **idx)) == NULL) {
+		log_warnx("out of memory");
+		rc = 1;
+	} else if (a->role == DAEMON_CAPTURE) {
+		rc = cfg_pick(c, a->names, a->nnames, c->capture, c->ncapture, *idx, n);
+	} else {
+		rc = cfg_pick(c, a->names, a->nnames, c->apply, c->napply, *idx, n);
+	}
+	if (rc == 0 && *n == 0) {
+		log_warnx("%s: no server to %s", a->config, a->role == DAEMON_CAPTURE ? "capture" : "apply into");
+		rc = 2;
+	}
+	if (rc != 0) {
+		free(*idx);
+		free(*jpath);
+		cfg_free(*cfg);
+		*cfg = NULL;
+		*jpath = NULL;
+		*idx = NULL;
+	}
+	return rc;
 }

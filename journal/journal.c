@@ -28,6 +28,8 @@
 struct jnl {
 	MDB_env *env;
 	MDB_dbi meta, sources, blocks, status;
+	MDB_dbi kv[JNL_KV_N];
+	int kv_open[JNL_KV_N];       /* the table exists (a read-only journal may predate it) */
 	char *path;
 	uint8_t uuid[16];
 	int rdonly;
@@ -260,6 +262,13 @@ static int open_dbs(struct jnl *j, MDB_txn *t)
 	    (rc = mdb_dbi_open(t, "blocks", f, &j->blocks)) != 0 ||
 	    (rc = mdb_dbi_open(t, "status", f, &j->status)) != 0)
 		return rc == MDB_NOTFOUND ? MMM_ECORRUPT : rc;
+	for (int i = 0; i < JNL_KV_N; i++) {
+		static const char *const names[JNL_KV_N] = { "docstamp", "conflicts", "rederive" };
+		rc = mdb_dbi_open(t, names[i], f, &j->kv[i]);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return rc;
+		j->kv_open[i] = rc == 0;
+	}
 	return 0;
 }
 
@@ -1425,6 +1434,81 @@ int jnl_status_walk(struct jnl *j, const char *prefix,
 		if (!bson_init_static(&doc, v.mv_data, v.mv_size))
 			continue;
 		if ((rc = fn(arg, key, &doc)) != 0)
+			break;
+	}
+	mdb_cursor_close(c);
+	txn_abort(j, t);
+	return rc == MDB_NOTFOUND ? 0 : rc;
+}
+
+/* ---- conflict-handling tables ------------------------------------------ */
+
+struct kv_arg { const struct jnl_kvop *ops; size_t n; };
+
+static int kv_txn(struct jnl *j, MDB_txn *t, void *arg)
+{
+	struct kv_arg *a = arg;
+	for (size_t i = 0; i < a->n; i++) {
+		const struct jnl_kvop *op = &a->ops[i];
+		MDB_val k = { op->klen, (void *)op->key }, v = { op->vlen, (void *)op->val };
+		int rc;
+		if (op->db >= JNL_KV_N || !j->kv_open[op->db])
+			return MMM_EUSAGE;
+		rc = op->val ? mdb_put(t, j->kv[op->db], &k, &v, 0) : mdb_del(t, j->kv[op->db], &k, NULL);
+		if (rc != 0 && rc != MDB_NOTFOUND)
+			return rc;
+	}
+	return 0;
+}
+
+int jnl_kv_write(struct jnl *j, const struct jnl_kvop *ops, size_t n)
+{
+	struct kv_arg a = { ops, n };
+	return n ? jnl_write(j, kv_txn, &a) : 0;
+}
+
+int jnl_kv_get(struct jnl *j, enum jnl_kv db, const void *key, size_t klen, void *val, size_t cap,
+    size_t *vlen)
+{
+	MDB_txn *t;
+	MDB_val k = { klen, (void *)key }, v;
+	int rc;
+
+	if (db >= JNL_KV_N || !j->kv_open[db])
+		return MMM_ENOTFOUND;
+	if ((rc = txn_begin(j, MDB_RDONLY, &t)) != 0)
+		return rc;
+	rc = mdb_get(t, j->kv[db], &k, &v);
+	if (rc == 0) {
+		memcpy(val, v.mv_data, v.mv_size < cap ? v.mv_size : cap);
+		if (vlen)
+			*vlen = v.mv_size;
+	}
+	txn_abort(j, t);
+	return rc == MDB_NOTFOUND ? MMM_ENOTFOUND : rc;
+}
+
+int jnl_kv_walk(struct jnl *j, enum jnl_kv db, const void *prefix, size_t plen,
+    int (*fn)(void *arg, const void *key, size_t klen, const void *val, size_t vlen), void *arg)
+{
+	MDB_txn *t;
+	MDB_cursor *c;
+	MDB_val k = { plen, (void *)prefix }, v;
+	int rc;
+
+	if (db >= JNL_KV_N || !j->kv_open[db])
+		return 0;
+	if ((rc = txn_begin(j, MDB_RDONLY, &t)) != 0)
+		return rc;
+	if ((rc = mdb_cursor_open(t, j->kv[db], &c)) != 0) {
+		txn_abort(j, t);
+		return rc;
+	}
+	for (rc = plen ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE) : mdb_cursor_get(c, &k, &v, MDB_FIRST);
+	    rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+		if (k.mv_size < plen || memcmp(k.mv_data, prefix, plen) != 0)
+			break;
+		if ((rc = fn(arg, k.mv_data, k.mv_size, v.mv_data, v.mv_size)) != 0)
 			break;
 	}
 	mdb_cursor_close(c);

@@ -214,6 +214,34 @@ int jnl_status_get(struct jnl *j, const char *key, bson_t *out);
 int jnl_status_walk(struct jnl *j, const char *prefix,
     int (*fn)(void *arg, const char *key, const bson_t *doc), void *arg);
 
+/* ---- conflict-handling tables (apply/CONFLICTS.md) ---------------------
+ * Small key/value tables beside the blocks, written by mmm-apply and read
+ * by mmm-journal and mmm: JNL_KV_DOCSTAMP (per master and document, the
+ * stamp of the newest write it holds), JNL_KV_CONFLICTS (the conflict log;
+ * FORMAT.md gives keys and values), JNL_KV_REDERIVE (documents waiting to
+ * be re-derived).  A journal opened read-only that predates them reads as
+ * empty. */
+enum jnl_kv { JNL_KV_DOCSTAMP, JNL_KV_CONFLICTS, JNL_KV_REDERIVE, JNL_KV_N };
+
+struct jnl_kvop {
+	enum jnl_kv db;
+	const void *key;
+	size_t klen;
+	const void *val;          /* NULL: delete KEY (absent is not an error) */
+	size_t vlen;
+};
+/* Applies OPS in order in one write transaction. */
+int jnl_kv_write(struct jnl *j, const struct jnl_kvop *ops, size_t n);
+/* Copies the value of KEY into VAL (at most CAP bytes; *VLEN is its full
+ * length).  MMM_ENOTFOUND when absent. */
+int jnl_kv_get(struct jnl *j, enum jnl_kv db, const void *key, size_t klen, void *val, size_t cap,
+    size_t *vlen);
+/* Calls FN for each record whose key starts with PREFIX (PLEN 0: all), in
+ * key order, within one read transaction (pointers valid during the call).
+ * FN returns 0 to go on; anything else stops the walk and is returned. */
+int jnl_kv_walk(struct jnl *j, enum jnl_kv db, const void *prefix, size_t plen,
+    int (*fn)(void *arg, const void *key, size_t klen, const void *val, size_t vlen), void *arg);
+
 /* ---- helpers ---------------------------------------------------------- */
 
 /* Reads `ts` (a BSON Timestamp) of an oplog entry: 0 or MMM_EBSON. */

@@ -542,9 +542,9 @@ static int cfg_capture_parse(struct cfg_parse *p, yaml_node_t *val)
 
 static int cfg_apply_parse(struct cfg_parse *p, yaml_node_t *val)
 {
-	static const char *const known[] = { "servers", "workers", NULL };
+	static const char *const known[] = { "servers", "workers", "conflicts", NULL };
 	char q[CFG_QUOTE_MAX + 4];
-	yaml_node_t *vals[2], *keys[2];
+	yaml_node_t *vals[3], *keys[3];
 	int rc;
 
 	if (val->type != YAML_MAPPING_NODE)
@@ -568,6 +568,16 @@ static int cfg_apply_parse(struct cfg_parse *p, yaml_node_t *val)
 			return cfg_error(p, vals[1], "'workers' in 'apply' must be an integer from 1 to %d, not '%s'",
 					 CFG_WORKERS_MAX, cfg_quote(q, s));
 		p->cfg->apply_workers = (int)w;
+	}
+	if (vals[2]) {
+		const char *s = vals[2]->type == YAML_SCALAR_NODE ? cfg_scalar(vals[2]) : "";
+		if (strcmp(s, "true") == 0 || strcmp(s, "on") == 0)
+			p->cfg->apply_conflicts = 1;
+		else if (strcmp(s, "false") == 0 || strcmp(s, "off") == 0)
+			p->cfg->apply_conflicts = 0;
+		else
+			return cfg_error(p, vals[2], "'conflicts' in 'apply' must be true or false, not '%s'",
+					 cfg_quote(q, s));
 	}
 	return 0;
 }
@@ -753,6 +763,7 @@ int cfg_load(const char *path, struct cfg **out, char *err, size_t errlen)
 		goto out;
 	}
 	p.cfg->apply_workers = CFG_WORKERS_DEFAULT;
+	p.cfg->apply_conflicts = 1;
 
 	if (!yaml_parser_initialize(&parser)) {
 		rc = cfg_error_file(&p, ENOMEM, "%s", strerror(ENOMEM));

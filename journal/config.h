@@ -46,6 +46,7 @@ struct cfg {
 	size_t *apply;           /* indexes into servers: apply.servers, or every server */
 	size_t napply;
 	int apply_workers;       /* apply.workers, default 4 */
+	int apply_conflicts;     /* apply.conflicts: order writes by stamp (apply/CONFLICTS.md), default true */
 };
 
 /* Loads PATH.  On success *out is the configuration (free with cfg_free()).

@@ -105,6 +105,21 @@ const char *mj_source_label(struct mj *m, const uint8_t uuid[16], char *buf, siz
 	return buf;
 }
 
+void mj_json_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20)
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
 /* ---- buffered output -------------------------------------------------- */
 
 int mj_out_init(struct mj_out *out, int fd, const char *name, size_t cap)

@@ -1,6 +1,6 @@
 /*
  * main.c — mmm-journal: argument parsing and wiring only.  The subcommands
- * live in import.c, dump.c, stat.c and segments.c.
+ * live in import.c, dump.c, stat.c, segments.c, replay.c and conflicts.c.
  */
 #include <getopt.h>
 #include <stdio.h>
@@ -36,6 +36,7 @@ static const char usage_main[] =
 "  receive FILE...       store segment files' blocks (idempotent, refuses gaps)\n"
 "  prune                 drop whole blocks older than a ts\n"
 "  replay                apply a range of a source's entries to a server\n"
+"  conflicts             the conflict log: writes that arrived after a newer one\n"
 "\n"
 "TS arguments: SECONDS[:INC] (as mongorestore --oplogLimit), an ISO-8601 UTC\n"
 "time (2026-11-29T05:00:00Z) or now-DURATION (now-10m, now-2h, now-1d).\n"
@@ -129,6 +130,22 @@ static const struct subcmd subcmds[] = {
 "restores, rebuilding a lost site.  /NS (db.coll or db.*) replays only that\n"
 "namespace.  The writes carry the source as their origin, so a capture of\n"
 "SERVER does not send them back to the source.\n" },
+	{ "conflicts", cmd_conflicts, A(O_SINCE) | A(O_NS) | A(O_JSON), 0, 0, 0,
+"usage: mmm-journal [-c FILE | -j DIR] conflicts [--since TS] [--ns GLOB] [--json]\n"
+"\n"
+"Lists the conflict log that mmm-apply keeps: one record per write that\n"
+"reached a master after a newer write of the same document (stamp order:\n"
+"wall time, then origin), with how the document was re-derived.  One line\n"
+"per record, by namespace, document and stamp; nothing when the log is empty.\n"
+"  --since TS     only late writes with ts >= TS (a ts of the late write's\n"
+"                 origin: each master's oplog has its own timestamps)\n"
+"  --ns GLOB      only records whose ns matches GLOB (fnmatch)\n"
+"  --json         one JSON object per line:\n"
+"                 {ns, _id, master, late, newer, how, base, result, at}; late,\n"
+"                 newer, base: {origin, origin_uuid, ts, wall, k}; no base when\n"
+"                 how is \"degraded\"\n"
+"Names are the journal's source names, else the config's (-c), else UUIDs.\n"
+"An unreadable record is named in a warning and skipped (exit 1).\n" },
 };
 
 static const struct option longopts[] = {

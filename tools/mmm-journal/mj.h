@@ -7,6 +7,7 @@
 #define MMM_MJ_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "config.h"
 #include "journal.h"
 
@@ -50,6 +51,8 @@ int mj_source(struct mj *m, const char *arg, struct jnl_source *out);
 const char *mj_ts(uint64_t ts, char *buf, size_t len);
 /* Source UUID for messages: "'name' (uuid)" when the journal knows a name, else "'uuid'". */
 const char *mj_source_label(struct mj *m, const uint8_t uuid[16], char *buf, size_t len);
+/* Writes S to F as a JSON string (quotes, backslashes and control characters escaped). */
+void mj_json_str(FILE *f, const char *s);
 
 /* Buffered output to a file descriptor (big writes: dump is benchmarked). */
 struct mj_out {
@@ -83,5 +86,6 @@ int cmd_replay(struct mj *m);
 int cmd_ship(struct mj *m);
 int cmd_receive(struct mj *m);
 int cmd_prune(struct mj *m);
+int cmd_conflicts(struct mj *m);
 
 #endif

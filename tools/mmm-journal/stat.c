@@ -23,22 +23,6 @@ static double ratio(const struct jnl_source *s)
 	return s->stored_bytes ? (double)s->raw_bytes / (double)s->stored_bytes : 0.0;
 }
 
-/* Writes S as a JSON string. */
-static void json_str(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (; *s; s++) {
-		unsigned char c = (unsigned char)*s;
-		if (c == '"' || c == '\\')
-			fprintf(f, "\\%c", c);
-		else if (c < 0x20)
-			fprintf(f, "\\u%04x", c);
-		else
-			fputc(c, f);
-	}
-	fputc('"', f);
-}
-
 struct status_ctx {
 	FILE *f;
 	int json, n;
@@ -51,7 +35,7 @@ static int status_fn(void *arg, const char *key, const bson_t *doc)
 
 	if (c->json) {
 		fputs(c->n ? ",\n    " : "\n    ", c->f);
-		json_str(c->f, key);
+		mj_json_str(c->f, key);
 		fprintf(c->f, ": %s", js ? js : "null");
 	} else {
 		if (!c->n)
@@ -68,9 +52,9 @@ static void ts_json(FILE *f, const char *field, uint64_t ts)
 	char a[24], iso[32];
 	fprintf(f, ", \"%s\": ", field);
 	if (ts) {
-		json_str(f, mj_ts(ts, a, sizeof a));
+		mj_json_str(f, mj_ts(ts, a, sizeof a));
 		fprintf(f, ", \"%s_time\": ", field);
-		json_str(f, ts_iso(ts, iso, sizeof iso));
+		mj_json_str(f, ts_iso(ts, iso, sizeof iso));
 	} else {
 		fprintf(f, "null, \"%s_time\": null", field);
 	}
@@ -82,9 +66,9 @@ static void source_json(FILE *f, const struct jnl_source *s)
 
 	uuid_format(s->uuid, id);
 	fputs("    {\"name\": ", f);
-	json_str(f, s->name);
+	mj_json_str(f, s->name);
 	fputs(", \"uuid\": ", f);
-	json_str(f, id);
+	mj_json_str(f, id);
 	fprintf(f, ", \"kind\": \"%s\", \"entries\": %" PRIu64 ", \"blocks\": %" PRIu64,
 	    kind_name(s->kind), s->entries, s->blocks);
 	ts_json(f, "first_ts", s->first_ts);
@@ -94,11 +78,11 @@ static void source_json(FILE *f, const struct jnl_source *s)
 	    s->stored_bytes, ratio(s));
 	if (s->uri[0]) {
 		fputs(", \"uri\": ", f);
-		json_str(f, s->uri);
+		mj_json_str(f, s->uri);
 	}
 	if (s->set_name[0]) {
 		fputs(", \"set_name\": ", f);
-		json_str(f, s->set_name);
+		mj_json_str(f, s->set_name);
 	}
 	fputc('}', f);
 }
@@ -150,9 +134,9 @@ int cmd_stat(struct mj *m)
 
 	if (m->o->json) {
 		fputs("{\"journal\": ", stdout);
-		json_str(stdout, m->path);
+		mj_json_str(stdout, m->path);
 		fputs(", \"uuid\": ", stdout);
-		json_str(stdout, jid);
+		mj_json_str(stdout, jid);
 		printf(", \"file_bytes\": %lld,\n  \"sources\": [", fsize);
 		for (size_t i = 0; i < n; i++) {
 			fputs(i ? ",\n" : "\n", stdout);

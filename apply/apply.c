@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <mongoc/mongoc.h>
 #include "apply.h"
+#include "conflict.h"
 #include "diff.h"
 #include "err.h"
 #include "fault.h"
@@ -54,6 +55,13 @@ struct docstate {
 	char first;            /* kind of the first op of the batch on it */
 	bson_t **pend;         /* updates sent as they are ($set/$unset), while the state is unknown */
 	size_t npend, cappend;
+	/* write order (conflict.h) */
+	int looked;            /* known_st is loaded */
+	struct stamp known_st; /* the newest write the destination holds */
+	struct stamp hi;       /* the newest op of the batch on it */
+	int rederive;          /* a late op (or a queued re-derivation): fold it from the journal */
+	struct stamp fold_max, base;
+	const char *how;
 };
 
 struct docset {
@@ -185,12 +193,16 @@ struct worker {
 	uint8_t c_origin[16];
 	uint64_t c_last_ts, c_from;
 	struct docset docs;
+	int64_t nonce;                 /* of the transaction being committed (its echo record) */
+	struct clog_rec *recs;         /* conflicts found by it, logged after the commit */
+	size_t nrecs, caprecs;
 };
 
 #define MAX_WORKERS 64
 
 struct pair {
 	struct app *app;
+	struct cf *cf;                 /* the destination's write order (NULL: apply.conflicts off) */
 	const struct cfg_server *dst;
 	uint8_t src[16];
 	char src_name[128];
@@ -231,6 +243,7 @@ struct pair {
 
 struct dest {
 	struct app *app;
+	struct cf *cf;
 	const struct cfg_server *srv;
 	pthread_t thread;
 	struct pair **pairs;
@@ -281,7 +294,7 @@ static void pair_status_locked(struct pair *p)
 	BSON_APPEND_TIMESTAMP(&doc, "checkpoint_ts", JNL_TS_SEC(p->ckpt_ts), JNL_TS_INC(p->ckpt_ts));
 	BSON_APPEND_DOUBLE(&doc, "lag_s", lag);
 	BSON_APPEND_INT64(&doc, "entries", (int64_t)p->applied_entries);
-	BSON_APPEND_INT64(&doc, "conflicts", 0);
+	BSON_APPEND_INT64(&doc, "conflicts", p->cf ? cf_count(p->cf, p->src) : 0);
 	BSON_APPEND_UTF8(&doc, "last_error", p->last_error);
 	BSON_APPEND_ARRAY_BEGIN(&doc, "links", &arr);
 	for (size_t i = 0; i < p->my_nlinks; i++) {
@@ -564,7 +577,7 @@ static uint64_t resume_from(const struct pair *p, uint64_t ts)
 }
 
 static int upsert_marker(struct worker *w, mongoc_client_session_t *s, const uint8_t origin[16],
-    uint64_t ts, uint64_t from, bson_error_t *err, bson_t *reply)
+    uint64_t ts, uint64_t from, int64_t nonce, bson_error_t *err, bson_t *reply)
 {
 	struct pair *p = w->p;
 	mongoc_collection_t *coll = mongoc_client_get_collection(w->client, "mmm", "checkpoints");
@@ -580,6 +593,8 @@ static int upsert_marker(struct worker *w, mongoc_client_session_t *s, const uin
 	BSON_APPEND_TIMESTAMP(&set, "ts", JNL_TS_SEC(ts), JNL_TS_INC(ts));
 	BSON_APPEND_TIMESTAMP(&set, "from", JNL_TS_SEC(from), JNL_TS_INC(from));
 	BSON_APPEND_INT32(&set, "workers", p->nworkers);
+	if (nonce)
+		BSON_APPEND_INT64(&set, "n", nonce);   /* names the transaction for the conflict checker */
 	bson_append_document_end(&upd, &set);
 	BSON_APPEND_BOOL(&opts, "upsert", true);
 	if (s && !mongoc_client_session_append(s, &opts, err)) {
@@ -672,6 +687,190 @@ static int prefetch(struct worker *w, mongoc_client_session_t *s, bson_error_t *
 	return ok;
 }
 
+/* Write order, first pass: compares OP's stamp with the newest write the
+ * destination holds of its document.  Returns 1 when the op needs nothing
+ * more in this pass (a re-derivation, or a write it already holds). */
+static int order_op(struct pair *p, struct docstate *d, struct tr_op *op)
+{
+	int c;
+	if (!d->looked) {
+		cf_known(p->cf, d->key, &d->known_st);
+		d->looked = 1;
+	}
+	op->skip = 0;
+	if (op->kind == 'R') {
+		d->rederive = 1;
+		return 1;
+	}
+	c = stamp_is_zero(&d->known_st) ? 1 : stamp_cmp(&op->st, &d->known_st);
+	if (c == 0) {
+		op->skip = 1;      /* the destination holds this very write (folded in earlier) */
+		return 1;
+	}
+	if (stamp_cmp(&op->st, &d->hi) > 0)
+		d->hi = op->st;
+	if (c < 0) {
+		d->rederive = 1;   /* late: a newer write is there already */
+		return 1;
+	}
+	return 0;
+}
+
+/* Re-derives, inside the transaction, every document with a late op or a
+ * queued re-derivation (conflict.h), once the destination's capture holds
+ * the transaction's snapshot.  0, or 1 (transient: retry). */
+static int rederive(struct worker *w, mongoc_client_session_t *s, char *why, size_t whylen)
+{
+	struct pair *p = w->p;
+	struct docset *ds = &w->docs;
+	struct cf_doc *docs;
+	size_t n = 0;
+	uint32_t t = 0, i = 0;
+	int rc;
+
+	for (size_t k = 0; k < ds->n; k++)
+		n += ds->d[k].rederive != 0;
+	if (n == 0)
+		return 0;
+	if ((docs = calloc(n, sizeof *docs)) == NULL)
+		return 1;
+	mongoc_client_session_get_operation_time(s, &t, &i);
+	if (t && cf_wait_capture(p->cf, JNL_TS(t, i), p->app->stop) != 0)
+		log_debug("apply into '%s': capture has not reached %u:%u; re-deriving with what the journal holds",
+		    p->dst->name, t, i);
+	n = 0;
+	for (size_t k = 0; k < ds->n; k++) {
+		struct docstate *d = &ds->d[k];
+		if (!d->rederive)
+			continue;
+		docs[n].ns = d->ns;
+		docs[n].id = d->id;
+		docs[n].current = d->present ? d->doc : NULL;
+		n++;
+	}
+	if ((rc = cf_rederive(p->cf, docs, n)) != 0) {
+		snprintf(why, whylen, "cannot re-derive from journal '%s': %s", jnl_path(p->app->j), mmm_strerror(rc));
+		free(docs);
+		return 1;
+	}
+	n = 0;
+	for (size_t k = 0; k < ds->n; k++) {
+		struct docstate *d = &ds->d[k];
+		if (!d->rederive)
+			continue;
+		ds_set_doc(d, docs[n].doc, 1);
+		d->present = docs[n].present;
+		d->known = d->have = d->touched = 1;
+		d->first = 'r';
+		d->npend = 0;
+		d->fold_max = stamp_cmp(&docs[n].max, &d->hi) > 0 ? docs[n].max : d->hi;
+		d->base = docs[n].base;
+		d->how = docs[n].how;
+		n++;
+	}
+	free(docs);
+	return 0;
+}
+
+/* The conflict records of the batch: one per late op, one per queued
+ * re-derivation of a late local write. */
+static int collect_conflicts(struct worker *w, size_t from, size_t to)
+{
+	struct pair *p = w->p;
+	w->nrecs = 0;
+	for (size_t i = from; i < to; i++) {
+		struct tr_op *op = &w->cbatch.ops[i];
+		struct docstate *d;
+		struct clog_rec *r;
+		if (op->kind == 'c' || op->skip || (d = docset_get(&w->docs, op->ns, op->id, 0)) == NULL || !d->rederive)
+			continue;
+		if (op->kind == 'R' ? stamp_is_zero(&op->newer) : stamp_cmp(&op->st, &d->known_st) >= 0)
+			continue;
+		if (w->nrecs == w->caprecs) {
+			size_t cap = w->caprecs ? w->caprecs * 2 : 16;
+			struct clog_rec *nr = realloc(w->recs, cap * sizeof *nr);
+			if (nr == NULL)
+				return ENOMEM;
+			w->recs = nr;
+			w->caprecs = cap;
+		}
+		r = &w->recs[w->nrecs++];
+		memset(r, 0, sizeof *r);
+		r->ns = op->ns;
+		r->id = op->id;
+		memcpy(r->master, p->dst->uuid, 16);
+		r->late = op->st;
+		r->newer = op->kind == 'R' ? op->newer : d->known_st;
+		r->base = d->base;
+		r->how = d->how ? d->how : "degraded";
+		r->result = d->present ? "replaced" : "deleted";
+		r->at = mmm_wall_ms();
+	}
+	return 0;
+}
+
+/* Before the commit: the stamp each written document will carry, for the
+ * checker (conflict.h). */
+static void echo_record(struct worker *w)
+{
+	struct docset *ds = &w->docs;
+	uint64_t *h = malloc((ds->n ? ds->n : 1) * sizeof *h);
+	struct stamp *st = malloc((ds->n ? ds->n : 1) * sizeof *st);
+	char *folded = malloc(ds->n ? ds->n : 1);
+	size_t n = 0;
+
+	for (size_t k = 0; h && st && folded && k < ds->n; k++) {
+		struct docstate *d = &ds->d[k];
+		if (!d->touched && !d->npend)
+			continue;
+		h[n] = d->key;
+		st[n] = d->rederive ? d->fold_max : d->hi;
+		folded[n++] = (char)d->rederive;
+	}
+	if (h && st && folded)
+		cf_echo_put(w->p->cf, w->nonce, h, st, folded, n);
+	free(h);
+	free(st);
+	free(folded);
+}
+
+/* After the commit: raises what the destination is known to hold, logs
+ * the conflicts and drops the re-derivations done. */
+static void order_committed(struct worker *w, size_t from, size_t to)
+{
+	struct pair *p = w->p;
+	struct docset *ds = &w->docs;
+	uint64_t *h = malloc((ds->n ? ds->n : 1) * sizeof *h);
+	struct stamp *st = malloc((ds->n ? ds->n : 1) * sizeof *st);
+	struct cf_item *done = calloc(w->cbatch.n ? w->cbatch.n : 1, sizeof *done);
+	size_t n = 0, nd = 0;
+	int rc;
+
+	for (size_t k = 0; h && st && k < ds->n; k++) {
+		struct docstate *d = &ds->d[k];
+		if ((!d->touched && !d->npend) || (stamp_is_zero(&d->hi) && !d->rederive))
+			continue;
+		h[n] = d->key;
+		st[n++] = d->rederive ? d->fold_max : d->hi;
+	}
+	if (h && st)
+		cf_applied(p->cf, h, st, n);
+	for (size_t i = from; done && i < to; i++) {
+		struct tr_op *op = &w->cbatch.ops[i];
+		if (op->kind != 'R')
+			continue;
+		snprintf(done[nd].ns, sizeof done[nd].ns, "%s", op->ns);
+		done[nd++].id = op->id;    /* (borrowed) */
+	}
+	if ((w->nrecs || nd) && (rc = cf_commit_log(p->cf, w->recs, w->nrecs, done, nd)) != 0)
+		log_warnx("apply into '%s': cannot record %zu conflict%s in journal '%s': %s", p->dst->name,
+		    w->nrecs, w->nrecs == 1 ? "" : "s", jnl_path(p->app->j), mmm_strerror(rc));
+	w->nrecs = 0;
+	free(h);
+	free(st);
+	free(done);
+}
+
 /* Runs the batch's ops against the document states: the first pass marks
  * what must be fetched (FETCH_PASS), the second computes post-images. */
 static int simulate(struct worker *w, size_t from, size_t to, int fetch_pass, char *why, size_t whylen,
@@ -682,10 +881,14 @@ static int simulate(struct worker *w, size_t from, size_t to, int fetch_pass, ch
 	for (size_t i = from; i < to; i++) {
 		struct tr_op *op = &w->cbatch.ops[i];
 		struct docstate *d;
-		if (op->kind == 'c')
+		if (op->kind == 'c' || (op->skip && !fetch_pass))
 			continue;
 		if ((d = docset_get(ds, op->ns, op->id, 1)) == NULL)
 			return ENOMEM;
+		if (fetch_pass && p->cf && order_op(p, d, op))
+			continue;
+		if (!fetch_pass && d->rederive)
+			continue;      /* its state comes from the journal (rederive()) */
 		if (fetch_pass) {
 			if (!d->known && !d->need_fetch && op->kind == 'u') {
 				if (op->mods == NULL)
@@ -746,6 +949,14 @@ static int simulate(struct worker *w, size_t from, size_t to, int fetch_pass, ch
 			}
 			if (diff_apply_update(d->doc, op->o, &out, err, sizeof err) != 0) {
 				bson_destroy(&out);
+				if (p->cf) {
+					/* the document is not what the update was made on: a
+					 * write it did not see came first; re-derive it */
+					log_debug("update on '%s' in %s does not apply (%s): re-deriving", p->dst->name,
+					    op->ns, err);
+					cf_queue(p->cf, op->ns, op->id);
+					break;
+				}
 				snprintf(why, whylen, "cannot apply update: %s", err);
 				*bad_ts = op->ts;
 				*bad_ns = op->ns;
@@ -980,6 +1191,12 @@ static int run_txn(struct worker *w, size_t from, size_t to, uint64_t ckpt_ts, u
 	}
 	if ((rc = simulate(w, from, to, 1, why, whylen, bad_ts, bad_ns)) != 0)
 		goto out;
+	for (size_t k = 0; w->p->cf && k < w->docs.n; k++)
+		if (w->docs.d[k].rederive) {
+			w->docs.d[k].need_fetch = 1;   /* (the base when the journal has no full image) */
+			w->docs.d[k].known = 0;
+		}
+	w->nonce = w->p->cf ? cf_nonce(w->p->cf) : 0;
 	if ((s = pair_session(w, &err)) == NULL) {
 		rc = 1;
 		snprintf(why, whylen, "%s", err.message);
@@ -991,10 +1208,15 @@ static int run_txn(struct worker *w, size_t from, size_t to, uint64_t ckpt_ts, u
 		goto out;
 	}
 	bson_destroy(&reply);
-	ok = upsert_marker(w, s, w->c_origin, ckpt_ts, resume, &err, &reply);
+	ok = upsert_marker(w, s, w->c_origin, ckpt_ts, resume, w->nonce, &err, &reply);
 	if (ok) {
 		bson_destroy(&reply);
 		ok = prefetch(w, s, &err, &reply);
+	}
+	if (ok && w->p->cf && rederive(w, s, why, whylen) != 0) {
+		mongoc_client_session_abort_transaction(s, NULL);
+		rc = 1;
+		goto out;
 	}
 	if (ok && (rc = simulate(w, from, to, 0, why, whylen, bad_ts, bad_ns)) != 0) {
 		mongoc_client_session_abort_transaction(s, NULL);
@@ -1003,6 +1225,15 @@ static int run_txn(struct worker *w, size_t from, size_t to, uint64_t ckpt_ts, u
 	if (ok) {
 		bson_destroy(&reply);
 		ok = write_docs(w, s, &err, &reply);
+	}
+	if (ok && w->p->cf) {
+		if (collect_conflicts(w, from, to) != 0) {
+			mongoc_client_session_abort_transaction(s, NULL);
+			snprintf(why, whylen, "out of memory");
+			rc = 1;
+			goto out;
+		}
+		echo_record(w);
 	}
 	if (ok && (rc = fault_hit("apply_txn")) != 0) {
 		snprintf(why, whylen, "fault apply_txn: %s", mmm_strerror(rc));
@@ -1024,6 +1255,8 @@ static int run_txn(struct worker *w, size_t from, size_t to, uint64_t ckpt_ts, u
 		mongoc_client_session_abort_transaction(s, NULL);
 		goto out;
 	}
+	if (w->p->cf)
+		order_committed(w, from, to);
 	fault_hit("apply_committed");
 out:
 	bson_destroy(&reply);
@@ -1183,8 +1416,9 @@ static int flush_batch(struct worker *w)
 	w->cbatch = w->batch;
 	w->batch = t;
 	memcpy(w->c_origin, w->batch_origin, 16);
-	w->c_last_ts = p->batch_last_ts;
-	w->c_from = resume_from(p, p->batch_last_ts);
+	/* (a batch of re-derivations only keeps the worker's checkpoint) */
+	w->c_last_ts = p->batch_last_ts > w->ckpt_ts ? p->batch_last_ts : w->ckpt_ts;
+	w->c_from = resume_from(p, w->c_last_ts);
 	w->batch_bytes = 0;
 	pthread_mutex_lock(&p->mu);
 	w->job = 1;
@@ -1238,7 +1472,7 @@ static int checkpoint_only(struct pair *p, const uint8_t origin[16], uint64_t ts
 		mongoc_client_session_t *s = pair_session(&p->workers[0], &err);
 		int ok = s && mongoc_client_session_start_transaction(s, NULL, &err);
 		if (ok) {
-			ok = upsert_marker(&p->workers[0], s, origin, ts, resume_from(p, ts), &err, &reply);
+			ok = upsert_marker(&p->workers[0], s, origin, ts, resume_from(p, ts), 0, &err, &reply);
 			bson_destroy(&reply);
 		}
 		if (ok) {
@@ -1327,18 +1561,33 @@ static int o_flag(const bson_t *entry, const char *field)
 }
 
 /* Translates every op of an applyOps entry into OUT. */
-static int applyops_ops(struct pair *p, const bson_t *entry, uint64_t ts, int own, struct tr_list *out,
-    char *why, size_t len)
+static void set_stamps(struct tr_list *l, size_t from, int64_t wall, const uint8_t origin[16], uint64_t ts,
+    uint32_t k)
+{
+	for (size_t i = from; i < l->n; i++) {
+		l->ops[i].st.wall = wall;
+		memcpy(l->ops[i].st.origin, origin, 16);
+		l->ops[i].st.ts = ts;
+		l->ops[i].st.k = k;
+	}
+}
+
+/* Translates every op of an applyOps entry into OUT, each with its stamp
+ * (WALL, ORIGIN, TS, its index in the array). */
+static int applyops_ops(struct pair *p, const bson_t *entry, uint64_t ts, int64_t wall, const uint8_t origin[16],
+    int own, struct tr_list *out, char *why, size_t len)
 {
 	bson_iter_t it, o, arr;
+	uint32_t k = 0;
 	if (!bson_iter_init_find(&it, entry, "o") || !bson_iter_recurse(&it, &o) ||
 	    !bson_iter_find(&o, "applyOps") || !BSON_ITER_HOLDS_ARRAY(&o) || !bson_iter_recurse(&o, &arr))
 		return snprintf(why, len, "applyOps without an array of ops"), MMM_EUSAGE;
-	while (bson_iter_next(&arr)) {
+	for (; bson_iter_next(&arr); k++) {
 		const uint8_t *data;
 		uint32_t dl;
 		bson_t op;
 		int rc;
+		size_t n0 = out->n;
 		if (!BSON_ITER_HOLDS_DOCUMENT(&arr))
 			return snprintf(why, len, "applyOps holds a non-document"), MMM_EUSAGE;
 		bson_iter_document(&arr, &dl, &data);
@@ -1355,6 +1604,7 @@ static int applyops_ops(struct pair *p, const bson_t *entry, uint64_t ts, int ow
 			continue;
 		if ((rc = tr_crud(&op, ts, p->my_links, p->my_nlinks, own, out, why, len)) != 0)
 			return rc;
+		set_stamps(out, n0, wall, origin, ts, k);
 	}
 	return 0;
 }
@@ -1420,6 +1670,42 @@ static int batch_add(struct pair *p, struct tr_list *ops, const uint8_t origin[1
 	return rc;
 }
 
+/* Adds queued re-derivations of the destination's documents (conflict.h)
+ * to the workers' batches.  0, or -1 when the pair stopped. */
+static int take_rederive(struct pair *p)
+{
+	struct cf_item items[64];
+	size_t n;
+	if (p->cf == NULL || cf_pending(p->cf) == 0)
+		return 0;
+	n = cf_take(p->cf, items, 64);
+	for (size_t i = 0; i < n; i++) {
+		struct tr_list one = { 0 };
+		struct worker *w = &p->workers[doc_key(items[i].ns, items[i].id) % (uint64_t)p->nworkers];
+		struct tr_op *op;
+		if ((one.ops = calloc(1, sizeof *one.ops)) == NULL) {
+			cf_item_free(&items[i]);
+			continue;
+		}
+		one.cap = one.n = 1;
+		op = &one.ops[0];
+		op->kind = 'R';
+		memcpy(op->ns, items[i].ns, sizeof op->ns);
+		op->id = items[i].id;      /* moved */
+		op->st = items[i].late;
+		op->newer = items[i].newer;
+		op->ts = p->batch_last_ts;
+		if (worker_add(w, &one, w->batch.n ? w->batch_origin : p->src, 0) != 0) {
+			tr_list_free(&one);
+			for (size_t k = i + 1; k < n; k++)
+				cf_item_free(&items[k]);
+			return -1;
+		}
+		tr_list_free(&one);
+	}
+	return 0;
+}
+
 /* Handles one journal entry.  Returns 0, or -1 when the pair stopped. */
 static int route(struct pair *p, const struct jnl_entry *e)
 {
@@ -1443,6 +1729,7 @@ static int route(struct pair *p, const struct jnl_entry *e)
 		goto consumed;
 	if (in.op != 'c') {
 		rc = tr_crud(&entry, e->ts, p->my_links, p->my_nlinks, own, &ops, why, sizeof why);
+		set_stamps(&ops, 0, in.wall, e->origin, e->ts, 0);
 		if (rc == 0 && ops.n)
 			rc = batch_add(p, &ops, e->origin, e->len, 0, e->ts) ? -2 : 0;
 		goto done;
@@ -1456,7 +1743,7 @@ static int route(struct pair *p, const struct jnl_entry *e)
 			snprintf(why, sizeof why, "more than %d open transactions", MAX_CHAINS);
 			goto done;
 		}
-		rc = applyops_ops(p, &entry, e->ts, own, c ? &c->ops : &ops, why, sizeof why);
+		rc = applyops_ops(p, &entry, e->ts, in.wall, e->origin, own, c ? &c->ops : &ops, why, sizeof why);
 		if (rc != 0 || partial || prepare)
 			goto done;        /* wait for the rest of the transaction */
 		if (c) {
@@ -1631,7 +1918,7 @@ static void *pair_main(void *arg)
 			struct jnl_entry e;
 			rc = jnl_reader_next(r, &e);
 			if (rc == 0) {
-				if (route(p, &e) != 0)
+				if (route(p, &e) != 0 || take_rederive(p) != 0)
 					break;
 				continue;
 			}
@@ -1641,7 +1928,7 @@ static void *pair_main(void *arg)
 				break;
 			}
 			/* caught up: commit what is pending, look at the links, wait */
-			if (flush_all(p, 0) != 0)
+			if (take_rederive(p) != 0 || flush_all(p, 0) != 0)
 				break;
 			if (p->links_gen != p->my_gen) {
 				wait_idle(p, NULL);    /* (the committer reads the links in the status) */
@@ -1690,6 +1977,7 @@ static struct pair *dest_pair(struct dest *d, const uint8_t src[16], const char 
 	d->pairs = np;
 	d->pairs[d->npairs++] = p;
 	p->app = d->app;
+	p->cf = d->cf;
 	p->dst = d->srv;
 	memcpy(p->src, src, 16);
 	snprintf(p->src_name, sizeof p->src_name, "%s", name);
@@ -1719,7 +2007,15 @@ static void *dest_main(void *arg)
 	mongoc_client_t *c = NULL;
 	int64_t next = 0;
 	int warned = 0;
+	int rc;
 
+	if (app->cfg->apply_conflicts) {
+		if ((rc = cf_open(app->j, d->srv, &d->cf)) != 0 || (rc = cf_start(d->cf, app->stop)) != 0) {
+			log_warnx("apply into '%s': conflict handling is off: %s", d->srv->name, mmm_strerror(rc));
+			cf_close(d->cf);
+			d->cf = NULL;
+		}
+	}
 	while (!*app->stop) {
 		struct app_link *links = NULL;
 		size_t n = 0;
@@ -1783,6 +2079,8 @@ static void *dest_main(void *arg)
 	}
 	if (c)
 		mongoc_client_destroy(c);
+	cf_close(d->cf);
+	d->cf = NULL;
 	return NULL;
 }
 
@@ -1800,6 +2098,7 @@ static void free_dest(struct dest *d)
 			tr_list_free(&w->batch);
 			tr_list_free(&w->cbatch);
 			docset_free(&w->docs);
+			free(w->recs);
 		}
 		if (p->old_lsids)
 			bson_destroy(p->old_lsids);

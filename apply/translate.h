@@ -14,9 +14,11 @@
 #include <stdint.h>
 #include <bson/bson.h>
 #include "links.h"
+#include "stamp.h"
 
 struct tr_op {
-	char kind;                 /* 'i' 'r' 'u' 'd', or 'c': a command of a transaction */
+	char kind;                 /* 'i' 'r' 'u' 'd', 'c': a command of a transaction, or
+	                              'R': re-derive the document (conflict.h) */
 	char ns[LINK_NS_MAX];      /* destination namespace ('c': the database) */
 	bson_t *id;                /* {_id: value} (NULL for 'c') */
 	bson_t *o;                 /* document ('i','r'), update ('u') or command ('c'); NULL for 'd' */
@@ -25,6 +27,9 @@ struct tr_op {
 	int ok_codes[4];           /* 'c': server codes that mean it is already done */
 	bson_t *mods;              /* 'u': the same update as {$set, $unset} of paths, when
 	                              that is exact (tr_diff_mods); else NULL */
+	struct stamp st;           /* the write's stamp (CONFLICTS.md); 'R': the late write's */
+	struct stamp newer;        /* 'R': the newer write it came after (zero: nothing to log) */
+	int skip;                  /* already held by the destination (same stamp): left out */
 };
 
 struct tr_list {

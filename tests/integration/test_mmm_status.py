@@ -59,7 +59,7 @@ def main():
         ck.check(wait_for(lambda: cb.test.s.count_documents({}) == 100, 60, 0.1), "replicated")
 
         st = status(cfg)
-        ck.eq(sorted(st.keys()), ["journal", "links", "sources"], "status --json keys")
+        ck.eq(sorted(st.keys()), ["conflicts_logged", "journal", "links", "sources"], "status --json keys")
         s = source(st, "server_a")
         ck.check(s is not None, "source server_a listed: %r" % st)
         if s:
@@ -128,6 +128,7 @@ def main():
         ck.eq(source(st, "server_a")["state"], "stopped", "source state once capture stopped")
         ck.eq(link(st)["state"], "stopped", "link state once apply stopped")
         ck.eq(link(st)["conflicts"], 0, "no conflicts")
+        ck.eq(st["conflicts_logged"], 0, "nothing in the conflict log")
         ck.eq(link(st)["last_error"], "", "no error")
 
         # daemons that died without a word: their last "running" goes stale

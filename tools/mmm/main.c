@@ -48,7 +48,8 @@ static const char *const sub_help[][2] = {
 	    "every destination, in one process, until SIGTERM or SIGINT.\n" },
 	{ "status", "usage: mmm -c FILE status [--json]\n"
 	    "Shows, from the journal, each source (state, last ts, lag) and each link\n"
-	    "(state, applied ts, lag in seconds, conflicts, last error).\n" },
+	    "(state, applied ts, lag in seconds, conflicts, last error), and how many\n"
+	    "records the conflict log holds (`mmm-journal conflicts` lists them).\n" },
 	{ "verify", "usage: mmm -c FILE verify [--link SRC_SERVER/NS=DST_SERVER/NS]...\n"
 	    "Compares linked collections on their servers (every link, or those given):\n"
 	    "dbHash when the namespaces match, else document by document.  Lists up to 20\n"

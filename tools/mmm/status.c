@@ -1,4 +1,5 @@
-/* status.c — `mmm status`: sources and links, from the journal alone. */
+/* status.c — `mmm status`: sources, links and the number of records in the
+ * conflict log, from the journal alone. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,6 +136,16 @@ static double link_lag(struct jnl *j, const struct link_row *l, const struct jnl
 	return 0;
 }
 
+static int count_fn(void *arg, const void *key, size_t klen, const void *val, size_t vlen)
+{
+	(void)key;
+	(void)klen;
+	(void)val;
+	(void)vlen;
+	++*(uint64_t *)arg;
+	return 0;
+}
+
 static void json_str(const char *s)
 {
 	putchar('"');
@@ -156,6 +167,7 @@ int cmd_status(struct mmm *m)
 	struct jnl_source *srcs = NULL;
 	struct rows links = { NULL, 0 };
 	size_t n = 0;
+	uint64_t logged = 0;
 	int64_t now = now_ms();
 	char ts1[32], iso[32], key[64], u[37];
 	int rc;
@@ -165,7 +177,8 @@ int cmd_status(struct mmm *m)
 		    rc == ENOENT ? "no journal yet (nothing has run)" : mmm_strerror(rc));
 		return 1;
 	}
-	if ((rc = jnl_source_list(j, &srcs, &n)) != 0 || (rc = jnl_status_walk(j, "apply/", collect_link, &links)) != 0) {
+	if ((rc = jnl_source_list(j, &srcs, &n)) != 0 || (rc = jnl_status_walk(j, "apply/", collect_link, &links)) != 0 ||
+	    (rc = jnl_kv_walk(j, JNL_KV_CONFLICTS, NULL, 0, count_fn, &logged)) != 0) {
 		log_warnx("cannot read journal '%s': %s", m->journal_path, mmm_strerror(rc));
 		jnl_close(j);
 		free(srcs);
@@ -254,7 +267,10 @@ int cmd_status(struct mmm *m)
 		}
 	}
 	if (m->o->json)
-		printf("]}\n");
+		printf("],\"conflicts_logged\":%llu}\n", (unsigned long long)logged);
+	else if (logged)
+		printf("conflicts logged: %llu (mmm-journal -c %s conflicts lists them)\n",
+		    (unsigned long long)logged, m->o->config);
 	free(srcs);
 	free(links.v);
 	jnl_close(j);

@@ -813,6 +813,14 @@ static int insert_one(struct ctx *x, struct sim_coll *c, const bson_t *in)
 			bson_destroy(doc);
 			return err(x, E_WRITECONFLICT, "Write conflict during plan execution and yielding is disabled. :: Please retry your write operation or multi-document transaction.");
 		}
+		if (!dead && x->txn && s->owner != x->txn && s->ver > x->txn->snapshot) {
+			/* the document was inserted after the transaction's snapshot: WiredTiger
+			 * reports the _id index insert as a write conflict, not a duplicate
+			 * (mongod turns WT_ROLLBACK into WriteConflictException, a
+			 * TransientTransactionError) */
+			bson_destroy(doc);
+			return lock_check(x, s);
+		}
 		if (!dead && !(s->owner == x->txn && x->txn && !s->doc)) {
 			rc = id_dup_error(x, c, &id);
 			bson_destroy(doc);

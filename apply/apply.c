@@ -1907,6 +1907,8 @@ static void *pair_main(void *arg)
 			from = start == UINT64_MAX ? 0 : start;
 		}
 		p->consumed_ts = p->ckpt_ts;
+		if (p->cf && cf_wait_checker(p->cf, app->stop) != 0)
+			log_debug("apply into '%s': the conflict checker has not caught up yet", p->dst->name);
 		if ((rc = jnl_reader_open(app->j, p->src, from, &r)) != 0) {
 			stop_pair(p, from, "", mmm_strerror(rc));
 			break;

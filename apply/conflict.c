@@ -53,6 +53,7 @@ struct cf {
 	struct cnt *cnt;
 	size_t ncnt;
 	atomic_llong nonce;
+	_Atomic uint64_t checked;      /* the checker has read M's source up to here */
 	pthread_t th;
 	int started;
 	volatile sig_atomic_t *stop;
@@ -1022,6 +1023,7 @@ static void *checker_main(void *arg)
 		size_t ops_in_chunk = 0;
 
 		if (jnl_source_get(c->j, c->m, &src) != 0 || src.kind != JNL_LOCAL || src.last_ts <= pos) {
+			atomic_store(&c->checked, pos);
 			mmm_sleep_ms(10, c->stop);
 			continue;
 		}
@@ -1071,11 +1073,14 @@ static void *checker_main(void *arg)
 			if (++ops_in_chunk >= CHECK_FLUSH / 2 || k.nops >= CHECK_FLUSH) {
 				if (chk_flush(&k, pos) != 0)
 					break;
+				atomic_store(&c->checked, pos);
 				ops_in_chunk = 0;
 			}
 		}
-		if (k.nops || ops_in_chunk)
-			chk_flush(&k, pos);
+		if ((k.nops || ops_in_chunk) && chk_flush(&k, pos) == 0)
+			atomic_store(&c->checked, pos);
+		else if (!k.nops && !ops_in_chunk)
+			atomic_store(&c->checked, pos);
 		jnl_reader_free(r);
 		if (rc != 0 && rc != MMM_EEND) {
 			log_warnx("conflict checker of '%s': %s", c->name, mmm_strerror(rc));
@@ -1089,6 +1094,20 @@ out:
 	free(k.cache);
 	free(k.rd);
 	return NULL;
+}
+
+int cf_wait_checker(struct cf *c, volatile sig_atomic_t *stop)
+{
+	struct jnl_source s;
+	int64_t until = mmm_mono_ms() + 5000;
+	if (jnl_source_get(c->j, c->m, &s) != 0 || s.kind != JNL_LOCAL)
+		return 0;
+	while (atomic_load(&c->checked) < s.last_ts) {
+		if (mmm_mono_ms() >= until || (stop && *stop))
+			return -1;
+		mmm_sleep_ms(5, NULL);
+	}
+	return 0;
 }
 
 int cf_start(struct cf *c, volatile sig_atomic_t *stop)

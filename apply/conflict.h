@@ -74,6 +74,9 @@ void cf_echo_put(struct cf *c, int64_t nonce, const uint64_t *h, const struct st
 /* After a commit: raises known(M, d) of the documents written. */
 void cf_applied(struct cf *c, const uint64_t *h, const struct stamp *st, size_t n);
 
+/* Waits (up to 5 s) until the checker has read M's source as far as the
+ * journal holds it now: what M holds is then known.  0, or -1 (timed out). */
+int cf_wait_checker(struct cf *c, volatile sig_atomic_t *stop);
 /* Waits (up to 3 s) until M's source in the journal holds OPTIME: the local
  * writes a transaction's snapshot includes are then journaled.  0, or -1
  * when it timed out or M is not captured here. */

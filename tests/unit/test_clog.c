@@ -201,7 +201,7 @@ static void test_order(void)
 		if (rnd() % 5 == 0) {
 			b = a;   /* near misses: one field apart */
 			switch (rnd() % 4) {
-			case 0: b.wall++; break;
+			case 0: b.wall += b.wall == INT64_MAX ? -1 : 1; break;
 			case 1: b.origin[15]++; break;
 			case 2: b.ts--; break;
 			default: b.k++; break;

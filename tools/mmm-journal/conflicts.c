@@ -310,7 +310,8 @@ int cmd_conflicts(struct mj *m)
 		free(srcs);
 		return log_error(1, "out of memory");
 	}
-	rc = jnl_kv_walk(m->j, JNL_KV_CONFLICTS, NULL, 0, record_fn, &l);
+	/* "" rather than NULL: jnl_kv_walk() hands the prefix to memcmp() */
+	rc = jnl_kv_walk(m->j, JNL_KV_CONFLICTS, "", 0, record_fn, &l);
 	if (fclose(l.out) != 0 && !rc)
 		rc = ENOMEM;
 	free(srcs);

@@ -177,8 +177,9 @@ int cmd_status(struct mmm *m)
 		    rc == ENOENT ? "no journal yet (nothing has run)" : mmm_strerror(rc));
 		return 1;
 	}
+	/* "" rather than NULL: jnl_kv_walk() hands the prefix to memcmp() */
 	if ((rc = jnl_source_list(j, &srcs, &n)) != 0 || (rc = jnl_status_walk(j, "apply/", collect_link, &links)) != 0 ||
-	    (rc = jnl_kv_walk(j, JNL_KV_CONFLICTS, NULL, 0, count_fn, &logged)) != 0) {
+	    (rc = jnl_kv_walk(j, JNL_KV_CONFLICTS, "", 0, count_fn, &logged)) != 0) {
 		log_warnx("cannot read journal '%s': %s", m->journal_path, mmm_strerror(rc));
 		jnl_close(j);
 		free(srcs);

@@ -28,7 +28,9 @@ Cases: update/update on the same field (both orders), on different fields
 update, insert/insert of one _id, delete / update / re-insert, replacement
 then update, a clock running ahead, a transaction's two ops (k 0 and 1)
 each with a conflict of its own, three writes of one document alternating
-masters, and a document written on one master only (no record).
+masters, and a document written on one master only (no record).  Then,
+apply running, a late local write: a client on a master whose clock is
+behind overwrites a newer write that already reached it.
 """
 import os
 import sys
@@ -102,8 +104,8 @@ def fold(ws):
     for w in sorted(ws, key=lambda w: w.stamp):
         if w.kind == "insert":
             doc = S(("_id", w.id), *w.arg.items())
-        elif w.kind == "replace":
-            doc = S(("_id", w.id), *w.arg.items()) if doc is not None else None
+        elif w.kind == "replace":    # a full image, as an insert (CONFLICTS.md §3)
+            doc = S(("_id", w.id), *w.arg.items())
         elif w.kind == "delete":
             doc = None
         elif doc is not None:  # a modifier update ($set in path order, then $unset)
@@ -340,7 +342,49 @@ def run(m):
     logged, per = counts()
     ck.eq(logged, len(exp), "mmm status --json: conflicts_logged")
     ck.eq(per, want_per, "mmm status --json: conflicts per link (records of its destination involving its source)")
+    local_late(m, writes, coll, len(exp))
     ck.eq(m.stop_apply(), 0, "mmm-apply exits 0 on SIGTERM")
+
+
+def local_late(m, writes, coll, nrecs):
+    """A late local write, apply running: a's clock runs 2 s ahead; a sets
+    x=1 and the write reaches b; then a client on b (clock behind) sets
+    x=2, which is stamped before a's write although it was made after it
+    reached b.  b must end with a's value again (its checker sees the late
+    local write and re-derives), a keeps it (b's write arrives late there),
+    and the log gains exactly one record for b's write: late on b and on a,
+    one record all the same."""
+    _id = "local_late"
+    coll["a"].insert_one(S(("_id", _id), ("x", 0)))
+    base = W(_id, "a", "base", "insert", S(("x", 0)), last_entry(m, "a"), 0, m)
+    ck.check(wait_for(lambda: coll["b"].find_one({"_id": _id}) is not None, 30, 0.02), "local_late: base on b")
+    top = max(w.wall for w in writes + [base])
+    m.set_offset("a", max(m.offsets["a"], top + 2000 - int(time.time() * 1000)))
+    coll["a"].update_one({"_id": _id}, {"$set": S(("x", 1))})
+    wa = W(_id, "a", "case", "update", {"$set": S(("x", 1))}, last_entry(m, "a"), 0, m)
+    ck.check(wait_for(lambda: (coll["b"].find_one({"_id": _id}) or {}).get("x") == 1, 30, 0.01),
+             "local_late: a's write reached b")
+    coll["b"].update_one({"_id": _id}, {"$set": S(("x", 2))})
+    e = list(m.c["b"].local["oplog.rs"].find({"ns": NS, "o2._id": _id}).sort("$natural", -1).limit(1))[0]
+    wb = W(_id, "b", "case", "update", {"$set": S(("x", 2))}, e, 0, m)
+    ck.check(wb.stamp < wa.stamp, "local_late: b's write is stamped before a's: %r, %r" % (wb, wa))
+    ok, secs, out = m.drain(60)
+    ck.check(ok, "local_late: drained, a and b identical (%.1f s): %s" % (secs, out))
+    want = fold([base, wa, wb])
+    for nm in m.names:
+        got = coll[nm].find_one({"_id": _id})
+        ck.check(enc(got) == enc(want), "local_late on %s: %r, the fold in stamp order gives %r" % (nm, got, want))
+    recs = [r for r in (m.conflicts() or []) if r.get("_id") == _id]
+    for r in recs:
+        print("  record: %s" % r)
+    ck.eq(len(recs), 1, "local_late: one record for b's late write")
+    if len(recs) == 1:
+        r = recs[0]
+        ck.check(r.get("master") in m.names, "local_late: master %r" % (r.get("master"),))
+        stamp_ok("local_late: late", r.get("late"), wb, m)
+        stamp_ok("local_late: newer", r.get("newer"), wa, m)
+        ck.eq(r.get("result"), "replaced", "local_late: result")
+    ck.eq(len(m.conflicts() or []), nrecs + 1, "local_late: no other record added")
 
 
 sys.exit(main())

@@ -25,7 +25,7 @@ import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from applylib import BIN, Mesh, Proc, _retry_exec  # noqa: E402
-from simlib import wait_for  # noqa: E402,F401  (re-exported)
+from simlib import wait_for  # noqa: E402
 
 import bson  # noqa: E402
 from bson.son import SON  # noqa: E402
@@ -85,6 +85,19 @@ class CMesh(Mesh):
             self.write_config("apply:\n  conflicts: false\n")
         for nm, off in (offsets or {}).items():
             self.set_offset(nm, off)
+        # a negative offset puts a server's clock behind the entries it wrote
+        # at start-up; stamps assume a master's clock never steps back, so
+        # nothing is written until every clock is past its newest entry
+        if not wait_for(lambda: all(self.clock_ms(nm) > self.last_wall(nm) + 2 for nm in self.names), 10, 0.01):
+            raise RuntimeError("clocks did not pass the start-up entries: %s" % self.offsets)
+
+    def clock_ms(self, nm):
+        """NM's wall clock now (ms), from this machine's clock and the offset set."""
+        return int(time.time() * 1000) + self.offsets[nm]
+
+    def last_wall(self, nm):
+        e = list(self.c[nm].local["oplog.rs"].find({}, {"wall": 1}).sort("$natural", -1).limit(1))
+        return wall_ms(e[0]["wall"]) if e else 0
 
     keep = False     # set: the scratch directory stays (printed) even when no exception
 
@@ -197,13 +210,19 @@ class CMesh(Mesh):
         state = (tuple(sorted((k, (v.time, v.inc)) for k, v in dl.items())), hashes)
         return up, state
 
-    def drain(self, timeout=60.0, quiet=0.6):
+    drained = False   # after drain(): every link caught up and nothing moving (whether or not verify agreed)
+
+    def drain(self, timeout=60.0, quiet=0.6, give_up=10.0):
         """Waits until every link drained, nothing changed in test.* for QUIET
         seconds and `mmm verify` exits 0 with nothing moving meanwhile.
-        Returns (ok, seconds, what the last verify printed)."""
+        Gives up after TIMEOUT seconds, or once everything has been caught up
+        and still for GIVE_UP seconds with verify still finding differences.
+        Returns (ok, seconds, what the last verify printed); self.drained
+        tells a difference (True) from a drain still going on (False)."""
         t0 = time.monotonic()
         deadline = t0 + timeout
         prev, since, out = None, t0, ""
+        self.drained = False
         while True:
             up, state = self.snapshot()
             now = time.monotonic()
@@ -214,11 +233,13 @@ class CMesh(Mesh):
                 out = out + err
                 up2, state2 = self.snapshot()
                 if rc == 0 and up2 and state2 == state:
+                    self.drained = True
                     return True, time.monotonic() - t0, out
-            if now > deadline:
+            if now > deadline or (up and now - since >= give_up):
                 rc, vout, err = self.verify()
-                return False, time.monotonic() - t0, "caught up %s, quiet for %.1f s; verify exit %d:\n%s%s" % (
-                    up, now - since, rc, vout, err)
+                self.drained = up and now - since >= quiet
+                return False, time.monotonic() - t0, "%s after %.1f s: links caught up %s, test.* still for %.1f s; verify exit %d:\n%s%s" % (
+                    "masters differ" if self.drained else "not drained", now - t0, up, now - since, rc, vout, err)
             time.sleep(0.1)
 
     def docs_by_id(self, nm, db="test", coll="docs"):
@@ -243,10 +264,26 @@ class CMesh(Mesh):
             diffs, total = self.differing(db, coll)
             if total:
                 print("%s: %d documents of %s.%s differ; the first %d:" % (label, total, db, coll, len(diffs)))
+                try:
+                    ws = writes_by_doc(self, ("%s.%s" % (db, coll),))
+                except Exception as e:  # noqa: BLE001
+                    print("  (writes not read: %r)" % (e,))
+                    ws = {}
                 for _id, vals in diffs:
                     print("  _id %r" % (_id,))
                     for nm, v in sorted(vals.items()):
                         print("    %s: %s" % (nm, None if v is None else dict(v)))
+                    w = ws.get(("%s.%s" % (db, coll), enc(SON([("_id", _id)]))), [])
+                    try:
+                        f = None
+                        for st, wnm, op in w:
+                            f = apply_write(f, op)
+                        print("    the fold of its %d writes in stamp order: %s" % (len(w), None if f is None else dict(f)))
+                    except FoldError as e:
+                        print("    (no fold: %s)" % e)
+                    for st, wnm, op in w[-12:]:
+                        print("    write on %s wall %s ts %d:%d k %d: %s %s" % (
+                            wnm, iso_ms(st[0]), st[2][0], st[2][1], st[3], op["op"], dict(op.get("o") or {})))
         st = self.status()
         if st:
             for l in st["links"]:
@@ -298,6 +335,182 @@ def rec_order_ok(rec):
     except (KeyError, ValueError):
         return False
     return late < newer
+
+
+# ---- the fold, independently (CONFLICTS.md §5: every master ends with F(W)) ----
+
+class FoldError(Exception):
+    pass
+
+
+def _arr_diff(pre, diff):
+    """An array diff {a: true, l?, u<N>?, s<N>?} applied to list PRE
+    (document_diff_applier.cpp applyDiffToArray, as apply/diff.c says)."""
+    size = diff.get("l")
+    mods = []
+    for k, v in diff.items():
+        if k in ("a", "l"):
+            continue
+        if k[0] not in "us" or not k[1:].isdigit():
+            raise FoldError("array diff key %r" % k)
+        mods.append((int(k[1:]), k[0], v))
+    mods.sort(key=lambda x: x[0])
+    out = []
+    nxt = 0
+    for idx, kind, v in mods:
+        while nxt < idx:
+            out.append(pre[nxt] if nxt < len(pre) else None)
+            nxt += 1
+        if kind == "u":
+            out.append(v)
+        else:
+            cur = pre[idx] if idx < len(pre) else None
+            out.append(_sub(cur, v))
+        nxt = idx + 1
+    end = size if size is not None else len(pre)
+    while nxt < end:
+        out.append(pre[nxt] if nxt < len(pre) else None)
+        nxt += 1
+    if size is not None:
+        out = out[:size]
+    return out
+
+
+def _sub(cur, sub):
+    """A sub-diff applied to the value CUR: array diffs to arrays, document
+    diffs to documents, anything else gives null."""
+    if len(sub) and list(sub.keys())[0] == "a":
+        return _arr_diff(cur, sub) if isinstance(cur, list) else None
+    return _obj_diff(cur, sub) if isinstance(cur, dict) else None
+
+
+def _obj_diff(pre, diff):
+    """A $v:2 document diff (sections d, u, i, s<field>) applied to PRE:
+    the pre-image walked in order (d dropped, u replaced in place, i
+    skipped, s recursed), then the u fields it lacked and every i field
+    appended, u first, each in diff order."""
+    dels, upd, ins, subs = set(), SON(), SON(), SON()
+    for k, v in diff.items():
+        if k[0] == "d":
+            dels.update(v.keys())
+        elif k[0] == "u":
+            upd.update(v)
+        elif k[0] == "i":
+            ins.update(v)
+        elif k[0] == "s":
+            subs[k[1:]] = v
+        else:
+            raise FoldError("diff section %r" % k)
+    out = SON()
+    for f, v in pre.items():
+        if f in dels or f in ins:
+            continue
+        if f in upd:
+            out[f] = upd[f]
+        elif f in subs:
+            out[f] = _sub(v, subs[f])
+        else:
+            out[f] = v
+    for f, v in upd.items():
+        if f not in pre:
+            out[f] = v
+    for f, v in ins.items():
+        out[f] = v
+    return out
+
+
+def apply_write(doc, op):
+    """The document after oplog op OP (an entry or an applyOps op) on DOC (None: absent):
+    an insert or a replacement gives its document, a delete absent, a $v:2
+    update its diff applied (nothing when absent)."""
+    if op["op"] == "i":
+        return op["o"]
+    if op["op"] == "d":
+        return None
+    o = op["o"]
+    keys = list(o.keys())
+    if keys and keys[0].startswith("$"):
+        if doc is None:
+            return None    # a modifier update of an absent document does nothing
+        if o.get("$v") == 2 and "diff" in o:
+            return _obj_diff(doc, o["diff"])
+        raise FoldError("update form %r" % keys)
+    # a replacement is a full image (CONFLICTS.md §3: a re-derivation may start
+    # from it), so it gives the document whether or not one was there
+    if "_id" in o:
+        return o
+    return SON([("_id", op["o2"]["_id"])] + list(o.items()))
+
+
+def local_writes(m, nm, nss):
+    """[(stamp, ns, _id, op)] of every write made on master NM itself to a
+    namespace in NSS: top-level i/u/d entries and the ops of transactions
+    that carry no apply marker (mmm.checkpoints)."""
+    out = []
+    origin = uuid.UUID(m.ids[nm]).bytes
+    top = 0
+    for e in m.c[nm].local["oplog.rs"].find({}).sort("$natural", 1):
+        w = wall_ms(e["wall"])
+        top = max(top, w)        # walls made monotonic per origin (they are here: clocks only move forward)
+        ts = (e["ts"].time, e["ts"].inc)
+        if e["op"] in "iud" and e["ns"] in nss:
+            _id = e["o2"]["_id"] if e["op"] == "u" else e["o"]["_id"]
+            out.append(((top, origin, ts, 0), e["ns"], _id, e))
+        elif e["op"] == "c" and "applyOps" in e["o"]:
+            ops = e["o"]["applyOps"]
+            if any(o.get("ns") == "mmm.checkpoints" for o in ops):
+                continue
+            if e.get("partialTxn") or e["o"].get("partialTxn"):
+                raise FoldError("partial transaction chains are not folded here")
+            for k, o in enumerate(ops):
+                if o["op"] in "iud" and o["ns"] in nss:
+                    _id = o["o2"]["_id"] if o["op"] == "u" else o["o"]["_id"]
+                    out.append(((top, origin, ts, k), o["ns"], _id, o))
+    return out
+
+
+def writes_by_doc(m, nss):
+    """{(ns, {_id} bytes): [(stamp, master, op)] in stamp order} of every master's own writes."""
+    per_doc = {}
+    for nm in m.names:
+        for st, ns, _id, op in local_writes(m, nm, set(nss)):
+            per_doc.setdefault((ns, enc(SON([("_id", _id)]))), []).append((st, nm, op))
+    for v in per_doc.values():
+        v.sort(key=lambda x: x[0])
+    return per_doc
+
+
+def check_fold(m, nss=("test.docs", "test.other"), limit=5):
+    """Compares every master's documents of NSS with the fold of all the
+    masters' own writes in stamp order (field order and types included).
+    Returns (documents compared, [(ns, _id, {master: doc}, fold, writes)])."""
+    per_doc = writes_by_doc(m, nss)
+    have = {}
+    for nm in m.names:
+        for ns in nss:
+            db, coll = ns.split(".", 1)
+            for d in m.c[nm][db][coll].find({}):
+                have.setdefault((ns, enc(SON([("_id", d["_id"])]))), {})[nm] = d
+    bad = []
+    keys = set(per_doc) | set(have)
+    for key in sorted(keys):
+        ws = sorted(per_doc.get(key, []), key=lambda x: x[0])
+        doc = None
+        for st, nm, op in ws:
+            doc = apply_write(doc, op)
+        got = have.get(key, {})
+        if any(enc(got.get(nm)) != enc(doc) for nm in m.names):
+            bad.append((key[0], bson.BSON(key[1]).decode()["_id"], dict((nm, got.get(nm)) for nm in m.names), doc, ws))
+    return len(keys), bad
+
+
+def print_fold_mismatch(ns, _id, got, want, ws, log=print):
+    log("  %s _id %r: the fold of its %d writes in stamp order gives %s" % (ns, _id, len(ws), None if want is None else dict(want)))
+    for nm, d in sorted(got.items()):
+        log("    %s has %s" % (nm, None if d is None else dict(d)))
+    for st, nm, op in ws[-12:]:
+        log("    write on %s wall %s ts %d:%d k %d: %s %s" % (nm, iso_ms(st[0]), st[2][0], st[2][1], st[3], op["op"],
+                                                         dict(op.get("o") or {})))
 
 
 # ---- the randomised workload (acceptance 1) ------------------------------------
@@ -494,12 +707,14 @@ def offsets_for(seed, names, spread=500):
 
 
 def random_run(seed, n, secs, conflicts=True, owned=False, threads=8, rate=None, pauses=True,
-               drain_timeout=60.0, log=print):
+               drain_timeout=60.0, fold=True, log=print):
     """One run of acceptance 1.  Returns a dict: seed, n, ok (every master
     identical after the drain), ops, pauses, drain_s, conflicts (records in
     the log, None when the command is missing), bad_records (records whose
     late stamp does not order before their newer one, or duplicates),
-    errors (writer errors), why (text when not ok)."""
+    errors (writer errors), fold_docs/fold_bad (documents compared with the
+    fold of their writes in stamp order, and how many differ: FOLD), why
+    (text when not ok)."""
     res = {"seed": seed, "n": n, "ok": False, "ops": 0, "pauses": 0, "drain_s": None,
            "conflicts": None, "bad_records": [], "errors": [], "why": ""}
     offs = offsets_for(seed, ["a", "b", "c", "d"][:n])
@@ -522,12 +737,26 @@ def random_run(seed, n, secs, conflicts=True, owned=False, threads=8, rate=None,
             res["errors"] = list(w.errors)
             ok, dsecs, out = m.drain(drain_timeout)
             res["drain_s"] = dsecs
+            res["drained"] = m.drained
             res["ok"] = ok and not w.errors
             alive = set(m.daemons())
             want = set(["capture-%s" % nm for nm in m.names] + ["apply"])
             if alive != want:
                 res["ok"] = False
                 out += "\ndaemons gone: %s" % sorted(want - alive)
+            if ok and fold:
+                try:
+                    ndocs, bad = check_fold(m)
+                    res["fold_docs"], res["fold_bad"] = ndocs, len(bad)
+                    if bad:
+                        res["ok"] = False
+                        out += "\n%d of %d documents are not the fold of their writes in stamp order" % (len(bad), ndocs)
+                        log("run seed %d, %d masters: %d of %d documents identical everywhere but not the fold of their writes:"
+                            % (seed, n, len(bad), ndocs))
+                        for b in bad[:5]:
+                            print_fold_mismatch(*b, log=log)
+                except FoldError as e:
+                    res["fold_error"] = str(e)
             recs = m.conflicts()
             st = m.status() or {}
             res["conflicts_logged"] = st.get("conflicts_logged")

@@ -30,7 +30,9 @@ then update, a clock running ahead, a transaction's two ops (k 0 and 1)
 each with a conflict of its own, three writes of one document alternating
 masters, and a document written on one master only (no record).  Then,
 apply running, a late local write: a client on a master whose clock is
-behind overwrites a newer write that already reached it.
+behind overwrites a newer write that already reached it; and an update that
+reached a master where its document was deleted (it changes nothing) but
+still orders a later insert with an older stamp behind it.
 """
 import os
 import sys
@@ -93,6 +95,12 @@ class W:
 def last_entry(m, nm):
     e = list(m.c[nm].local["oplog.rs"].find({"op": {"$ne": "n"}}).sort("$natural", -1).limit(1))
     return e[0]
+
+
+def entry_of(m, nm, _id):
+    """NM's newest top-level oplog entry writing _id of test.cases (apply may be writing meanwhile)."""
+    q = {"ns": NS, "$or": [{"o._id": _id}, {"o2._id": _id}]}
+    return list(m.c[nm].local["oplog.rs"].find(q).sort("$natural", -1).limit(1))[0]
 
 
 def entry_id(o):
@@ -187,7 +195,7 @@ def run(m):
             if base is not None or name == "txn":
                 doc = S(("_id", _id), *(base or [("x", 0)]))
                 coll["a"].insert_one(doc)
-                writes.append(W(_id, "a", "base", "insert", S(*list(doc.items())[1:]), last_entry(m, "a"), 0, m))
+                writes.append(W(_id, "a", "base", "insert", S(*list(doc.items())[1:]), entry_of(m, "a", _id), 0, m))
     ok, secs, out = m.drain(30)
     if not ck.check(ok, "base documents drained to b (%.1f s): %s" % (secs, out)):
         return
@@ -343,11 +351,67 @@ def run(m):
     ck.eq(logged, len(exp), "mmm status --json: conflicts_logged")
     ck.eq(per, want_per, "mmm status --json: conflicts per link (records of its destination involving its source)")
     local_late(m, writes, coll, len(exp))
+    noop_update(m, writes, coll, len(exp) + 1)
     ck.eq(m.stop_apply(), 0, "mmm-apply exits 0 on SIGTERM")
 
 
+def applied(m, src, dst, ts):
+    """The link SRC -> DST has applied SRC's entries up to TS."""
+    for l in (m.status() or {}).get("links", []):
+        if l["src"] == src and l["dst"] == dst:
+            return parse_ts(l["applied_ts"]) >= ts
+    return False
+
+
+def noop_update(m, writes, coll, nrecs):
+    """An update that finds nothing still counts: with apply stopped, a
+    deletes the document (t1) and b, its clock 5 s ahead, updates it (t3).
+    Apply runs: b's update reaches a, where the document is gone (it changes
+    nothing there), and a's delete reaches b (late: b re-derives, absent).
+    Then a client on a inserts the _id again (t2, a's clock is behind b's):
+    a holds b's newer update, so the insert is late on a (and on b); the
+    fold is the insert with b's update on top.  Two records: a's delete and
+    a's insert."""
+    _id = "noop_update"
+    coll["a"].insert_one(S(("_id", _id), ("x", 0)))
+    base = W(_id, "a", "base", "insert", S(("x", 0)), entry_of(m, "a", _id), 0, m)
+    ok, secs, out = m.drain(30)
+    ck.check(ok, "noop_update: base drained: %s" % out)
+    ck.eq(m.stop_apply(), 0, "noop_update: apply stops")
+    top = max(w.wall for w in writes + [base])
+    if m.clock_ms("a") < top + 5:
+        m.set_offset("a", top + 20 - int(time.time() * 1000))
+    coll["a"].delete_one({"_id": _id})
+    wd = W(_id, "a", "case", "delete", None, entry_of(m, "a", _id), 0, m)
+    m.set_offset("b", max(m.offsets["b"], wd.wall + 5000 - int(time.time() * 1000)))
+    coll["b"].update_one({"_id": _id}, {"$set": S(("x", 5))})
+    wu = W(_id, "b", "case", "update", {"$set": S(("x", 5))}, entry_of(m, "b", _id), 0, m)
+    m.start_apply()
+    ck.check(wait_for(lambda: applied(m, "b", "a", wu.ts) and applied(m, "a", "b", wd.ts), 30, 0.05),
+             "noop_update: b's update applied on a, a's delete on b")
+    ck.check(wait_for(lambda: coll["b"].find_one({"_id": _id}) is None, 30, 0.02),
+             "noop_update: the document is gone from b (a's delete re-derived there)")
+    coll["a"].insert_one(S(("_id", _id), ("y", 1)))
+    wi = W(_id, "a", "case", "insert", S(("y", 1)), entry_of(m, "a", _id), 0, m)
+    ck.check(wd.stamp < wi.stamp < wu.stamp, "noop_update: stamps delete < insert < update: %r %r %r" % (wd, wi, wu))
+    ok, secs, out = m.drain(60)
+    ck.check(ok, "noop_update: drained, a and b identical (%.1f s): %s" % (secs, out))
+    want = fold([base, wd, wu, wi])
+    for nm in m.names:
+        got = coll[nm].find_one({"_id": _id})
+        ck.check(enc(got) == enc(want), "noop_update on %s: %r, the fold in stamp order gives %r" % (nm, got, want))
+    recs = [r for r in (m.conflicts() or []) if r.get("_id") == _id]
+    for r in recs:
+        print("  record: %s" % r)
+    ck.eq(sorted((r.get("late") or {}).get("ts") for r in recs), sorted([ts_str(wd.ts), ts_str(wi.ts)]),
+          "noop_update: records of a's delete and a's insert")
+    for r in recs:
+        stamp_ok("noop_update: newer", r.get("newer"), wu, m)
+    ck.eq(len(m.conflicts() or []), nrecs + 2, "noop_update: no other record added")
+
+
 def local_late(m, writes, coll, nrecs):
-    """A late local write, apply running: a's clock runs 2 s ahead; a sets
+    """A late local write, apply running: a's clock runs 5 s ahead; a sets
     x=1 and the write reaches b; then a client on b (clock behind) sets
     x=2, which is stamped before a's write although it was made after it
     reached b.  b must end with a's value again (its checker sees the late
@@ -356,17 +420,16 @@ def local_late(m, writes, coll, nrecs):
     one record all the same."""
     _id = "local_late"
     coll["a"].insert_one(S(("_id", _id), ("x", 0)))
-    base = W(_id, "a", "base", "insert", S(("x", 0)), last_entry(m, "a"), 0, m)
+    base = W(_id, "a", "base", "insert", S(("x", 0)), entry_of(m, "a", _id), 0, m)
     ck.check(wait_for(lambda: coll["b"].find_one({"_id": _id}) is not None, 30, 0.02), "local_late: base on b")
     top = max(w.wall for w in writes + [base])
-    m.set_offset("a", max(m.offsets["a"], top + 2000 - int(time.time() * 1000)))
+    m.set_offset("a", max(m.offsets["a"], top + 5000 - int(time.time() * 1000)))
     coll["a"].update_one({"_id": _id}, {"$set": S(("x", 1))})
-    wa = W(_id, "a", "case", "update", {"$set": S(("x", 1))}, last_entry(m, "a"), 0, m)
+    wa = W(_id, "a", "case", "update", {"$set": S(("x", 1))}, entry_of(m, "a", _id), 0, m)
     ck.check(wait_for(lambda: (coll["b"].find_one({"_id": _id}) or {}).get("x") == 1, 30, 0.01),
              "local_late: a's write reached b")
     coll["b"].update_one({"_id": _id}, {"$set": S(("x", 2))})
-    e = list(m.c["b"].local["oplog.rs"].find({"ns": NS, "o2._id": _id}).sort("$natural", -1).limit(1))[0]
-    wb = W(_id, "b", "case", "update", {"$set": S(("x", 2))}, e, 0, m)
+    wb = W(_id, "b", "case", "update", {"$set": S(("x", 2))}, entry_of(m, "b", _id), 0, m)
     ck.check(wb.stamp < wa.stamp, "local_late: b's write is stamped before a's: %r, %r" % (wb, wa))
     ok, secs, out = m.drain(60)
     ck.check(ok, "local_late: drained, a and b identical (%.1f s): %s" % (secs, out))

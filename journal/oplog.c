@@ -17,29 +17,43 @@ int oplog_info(const bson_t *entry, struct oplog_info *info)
 		return MMM_EBSON;
 	while (bson_iter_next(&it)) {
 		const char *k = bson_iter_key(&it);
-		if (strcmp(k, "op") == 0 && BSON_ITER_HOLDS_UTF8(&it)) {
-			info->op = bson_iter_utf8(&it, NULL)[0];
-		} else if (strcmp(k, "ns") == 0 && BSON_ITER_HOLDS_UTF8(&it)) {
-			info->ns = bson_iter_utf8(&it, NULL);
-		} else if (strcmp(k, "ts") == 0 && BSON_ITER_HOLDS_TIMESTAMP(&it)) {
-			uint32_t s, i;
-			bson_iter_timestamp(&it, &s, &i);
-			info->ts = JNL_TS(s, i);
-			have_ts = 1;
-		} else if (strcmp(k, "wall") == 0 && BSON_ITER_HOLDS_DATE_TIME(&it)) {
-			info->wall = bson_iter_date_time(&it);
-		} else if (strcmp(k, "lsid") == 0 && BSON_ITER_HOLDS_DOCUMENT(&it)) {
-			bson_iter_t sub;
-			if (bson_iter_recurse(&it, &sub) && bson_iter_find(&sub, "id") && BSON_ITER_HOLDS_BINARY(&sub)) {
-				bson_subtype_t st;
-				uint32_t len;
-				const uint8_t *data;
-				bson_iter_binary(&sub, &st, &len, &data);
-				if (len == 16)
-					info->lsid = data;
+		/* (a switch on the first letter: this runs for every entry captured) */
+		switch (k[0]) {
+		case 'o':
+			if (k[1] == 'p' && k[2] == '\0' && BSON_ITER_HOLDS_UTF8(&it))
+				info->op = bson_iter_utf8(&it, NULL)[0];
+			break;
+		case 'n':
+			if (k[1] == 's' && k[2] == '\0' && BSON_ITER_HOLDS_UTF8(&it))
+				info->ns = bson_iter_utf8(&it, NULL);
+			break;
+		case 't':
+			if (k[1] == 's' && k[2] == '\0' && BSON_ITER_HOLDS_TIMESTAMP(&it)) {
+				uint32_t s, i;
+				bson_iter_timestamp(&it, &s, &i);
+				info->ts = JNL_TS(s, i);
+				have_ts = 1;
+			} else if (strcmp(k, "txnNumber") == 0 && BSON_ITER_HOLDS_INT(&it)) {
+				info->txn_number = bson_iter_as_int64(&it);
 			}
-		} else if (strcmp(k, "txnNumber") == 0 && BSON_ITER_HOLDS_INT(&it)) {
-			info->txn_number = bson_iter_as_int64(&it);
+			break;
+		case 'w':
+			if (strcmp(k, "wall") == 0 && BSON_ITER_HOLDS_DATE_TIME(&it))
+				info->wall = bson_iter_date_time(&it);
+			break;
+		case 'l':
+			if (strcmp(k, "lsid") == 0 && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+				bson_iter_t sub;
+				if (bson_iter_recurse(&it, &sub) && bson_iter_find(&sub, "id") && BSON_ITER_HOLDS_BINARY(&sub)) {
+					bson_subtype_t st;
+					uint32_t len;
+					const uint8_t *data;
+					bson_iter_binary(&sub, &st, &len, &data);
+					if (len == 16)
+						info->lsid = data;
+				}
+			}
+			break;
 		}
 	}
 	info->has_txn = info->lsid != NULL && info->txn_number >= 0;

@@ -482,10 +482,13 @@ int cf_commit_log(struct cf *c, const struct clog_rec *recs, size_t nrecs, const
 {
 	struct jnl_kvop *ops = calloc(nrecs + ndone + 1, sizeof *ops);
 	uint8_t (*keys)[1024] = malloc((nrecs + ndone + 1) * sizeof *keys);
-	bson_t *vals = calloc(nrecs + 1, sizeof *vals);
+	/* (bson_t is declared 128-byte aligned) */
+	bson_t *vals = aligned_alloc(128, (nrecs + 1) * sizeof *vals);
 	size_t n = 0;
 	int rc;
 
+	if (vals)
+		memset(vals, 0, (nrecs + 1) * sizeof *vals);
 	if (!ops || !keys || !vals) {
 		free(ops);
 		free(keys);

@@ -315,14 +315,41 @@ static int meta_init(struct jnl *j, MDB_txn *t)
 	return mdb_put(t, j->meta, &k, &v, 0);
 }
 
+static int open_env(const char *path, int flags, struct jnl **out);
+
+/* Creates the journal's data.mdb in PATH whole or not at all: it is
+ * initialised in a scratch directory inside PATH and then linked into
+ * place (link(2) never replaces a journal another process created
+ * meanwhile), so a crash during creation leaves no half-made journal that
+ * readers would take for a corrupt one. */
+static int create_whole(const char *path, const char *file)
+{
+	char tmp[4096], tfile[4200], tlock[4200];
+	struct jnl *j;
+	int rc;
+
+	snprintf(tmp, sizeof tmp, "%s/.creating-%ld", path, (long)getpid());
+	snprintf(tfile, sizeof tfile, "%s/data.mdb", tmp);
+	snprintf(tlock, sizeof tlock, "%s/lock.mdb", tmp);
+	unlink(tfile);
+	unlink(tlock);
+	if (mkdir(tmp, 0700) != 0 && errno != EEXIST)
+		return errno;
+	if ((rc = open_env(tmp, 0, &j)) == 0) {
+		jnl_close(j);
+		if (link(tfile, file) != 0 && errno != EEXIST)
+			rc = errno;
+	}
+	unlink(tfile);
+	unlink(tlock);
+	rmdir(tmp);
+	return rc;
+}
+
 int jnl_open(const char *path, int flags, struct jnl **out)
 {
-	struct jnl *j;
 	char file[4096];
 	struct stat st;
-	const char *env_map = getenv("MMM_JNL_MAPSIZE");
-	size_t mapsize = env_map ? (size_t)strtoull(env_map, NULL, 10) : JNL_MAPSIZE_DEFAULT;
-	MDB_txn *t;
 	int rc;
 
 	*out = NULL;
@@ -332,7 +359,21 @@ int jnl_open(const char *path, int flags, struct jnl **out)
 			return errno;
 		if (mkdir(path, 0700) != 0 && errno != EEXIST)
 			return errno;
+		if ((rc = create_whole(path, file)) != 0)
+			return rc;
 	}
+	return open_env(path, flags, out);
+}
+
+static int open_env(const char *path, int flags, struct jnl **out)
+{
+	struct jnl *j;
+	const char *env_map = getenv("MMM_JNL_MAPSIZE");
+	size_t mapsize = env_map ? (size_t)strtoull(env_map, NULL, 10) : JNL_MAPSIZE_DEFAULT;
+	MDB_txn *t;
+	int rc;
+
+	*out = NULL;
 	if ((j = calloc(1, sizeof *j)) == NULL)
 		return ENOMEM;
 	j->path = strdup(path);

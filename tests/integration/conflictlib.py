@@ -100,6 +100,7 @@ class CMesh(Mesh):
         return wall_ms(e[0]["wall"]) if e else 0
 
     keep = False     # set: the scratch directory stays (printed) even when no exception
+    dbs = ("test", "test2")   # the databases written (test2: test_conflicts_cases' later cases)
 
     def __exit__(self, *a):
         if self.keep and a[0] is None:
@@ -158,8 +159,12 @@ class CMesh(Mesh):
         except ValueError:
             return None
 
-    def verify(self):
-        return self.mmm("verify")
+    def verify(self, links=()):
+        """`mmm verify`, of every link or of LINKS ("a/test.x=b/test.x")."""
+        args = []
+        for l in links:
+            args += ["--link", l]
+        return self.mmm("verify", *args)
 
     def conflicts(self, *args):
         """Records of `mmm-journal conflicts --json [ARGS]` (list of dicts), or
@@ -177,17 +182,17 @@ class CMesh(Mesh):
     # -- state --
     def oplog_last(self, nm, data=False):
         """ts of NM's newest oplog entry that is not a no-op (DATA: newest
-        write to a test.* collection, alone or inside applyOps)."""
+        write to a test.* or test2.* collection, alone or inside applyOps)."""
         q = {"op": {"$ne": "n"}}
         if data:
-            q = {"$or": [{"ns": {"$regex": "^test\\."}}, {"o.applyOps.ns": {"$regex": "^test\\."}}]}
+            q = {"$or": [{"ns": {"$regex": "^test[0-9]*\\."}}, {"o.applyOps.ns": {"$regex": "^test[0-9]*\\."}}]}
         e = list(self.c[nm].local["oplog.rs"].find(q, {"ts": 1}).sort("$natural", -1).limit(1))
         return e[0]["ts"] if e else Timestamp(0, 0)
 
     def snapshot(self):
         """(caught up, state).  Caught up: every master's newest write to test.*
-        is journaled and applied by every link from it, without errors.
-        State: those positions and every master's dbHash of test (compared
+        (or test2.*) is journaled and applied by every link from it, without
+        errors.  State: those positions and every master's dbHashes (compared
         over time to tell quiet: apply's idle checkpoints never stop moving
         the oplogs, so only data counts)."""
         st = self.status()
@@ -206,15 +211,16 @@ class CMesh(Mesh):
                 up = False
         if nlinks < len(self.names) * (len(self.names) - 1):
             up = False
-        hashes = tuple((nm, tuple(sorted(self.dbhash(nm, "test").items()))) for nm in self.names)
+        hashes = tuple((nm, db, tuple(sorted(self.dbhash(nm, db).items()))) for nm in self.names for db in self.dbs)
         state = (tuple(sorted((k, (v.time, v.inc)) for k, v in dl.items())), hashes)
         return up, state
 
     drained = False   # after drain(): every link caught up and nothing moving (whether or not verify agreed)
 
-    def drain(self, timeout=60.0, quiet=0.6, give_up=10.0):
+    def drain(self, timeout=60.0, quiet=0.6, give_up=10.0, links=()):
         """Waits until every link drained, nothing changed in test.* for QUIET
-        seconds and `mmm verify` exits 0 with nothing moving meanwhile.
+        seconds and `mmm verify` (of LINKS, else of every link) exits 0 with
+        nothing moving meanwhile.
         Gives up after TIMEOUT seconds, or once everything has been caught up
         and still for GIVE_UP seconds with verify still finding differences.
         Returns (ok, seconds, what the last verify printed); self.drained
@@ -229,14 +235,14 @@ class CMesh(Mesh):
             if state != prev:
                 prev, since = state, now
             elif up and now - since >= quiet:
-                rc, out, err = self.verify()
+                rc, out, err = self.verify(links)
                 out = out + err
                 up2, state2 = self.snapshot()
                 if rc == 0 and up2 and state2 == state:
                     self.drained = True
                     return True, time.monotonic() - t0, out
             if now > deadline or (up and now - since >= give_up):
-                rc, vout, err = self.verify()
+                rc, vout, err = self.verify(links)
                 self.drained = up and now - since >= quiet
                 return False, time.monotonic() - t0, "%s after %.1f s: links caught up %s, test.* still for %.1f s; verify exit %d:\n%s%s" % (
                     "masters differ" if self.drained else "not drained", now - t0, up, now - since, rc, vout, err)

@@ -25,7 +25,8 @@ applyOps), not from the intended order:
 
 Cases: update/update on the same field (both orders), on different fields
 (the order of the new fields is the fold's), update then delete, delete then
-update, insert/insert of one _id, delete / update / re-insert, replacement
+update, insert/insert of one _id, an update inside a sub-document that an
+older write removed (the newer $v:2 sub-diff finds nothing to change), delete / update / re-insert, replacement
 then update, a clock running ahead, a transaction's two ops (k 0 and 1)
 each with a conflict of its own, three writes of one document alternating
 masters, and a document written on one master only (no record).  Then,
@@ -46,6 +47,9 @@ from bson.son import SON  # noqa: E402
 ck = Checker("conflicts-cases")
 NS_DB, NS_COLL = "test", "cases"
 NS = "%s.%s" % (NS_DB, NS_COLL)
+DB2 = "test2"
+NS2 = "%s.%s" % (DB2, NS_COLL)
+VERIFY2 = ["a/%s=b/%s" % (NS2, NS2)]
 
 
 def S(*kv):
@@ -75,6 +79,8 @@ CASES = [
     ("txn", None, [("b", "update", {"$set": S(("x", 2))}),
                    ("a", "txn", [("txn1", {"$set": S(("x", 1))}), ("txn2", {"$set": S(("x", 1))})]),
                    ("b", "update2", {"$set": S(("x", 2))})], None),
+    ("sub_absent", [("x", 0), ("sub", S(("p", 1)))], [("a", "update", {"$unset": S(("sub", ""))}),
+                                                     ("b", "update", {"$set": S(("sub.p", 5))})], None),
     ("solo", [("x", 0)], [("a", "update", {"$set": S(("x", 1))})], None),
 ]
 TXN_IDS = ["txn1", "txn2"]
@@ -97,9 +103,9 @@ def last_entry(m, nm):
     return e[0]
 
 
-def entry_of(m, nm, _id):
-    """NM's newest top-level oplog entry writing _id of test.cases (apply may be writing meanwhile)."""
-    q = {"ns": NS, "$or": [{"o._id": _id}, {"o2._id": _id}]}
+def entry_of(m, nm, _id, ns=NS):
+    """NM's newest top-level oplog entry writing _id of NS (apply may be writing meanwhile)."""
+    q = {"ns": ns, "$or": [{"o._id": _id}, {"o2._id": _id}]}
     return list(m.c[nm].local["oplog.rs"].find(q).sort("$natural", -1).limit(1))[0]
 
 
@@ -118,6 +124,13 @@ def fold(ws):
             doc = None
         elif doc is not None:  # a modifier update ($set in path order, then $unset)
             for k in sorted(w.arg.get("$set", {})):
+                if "." in k:
+                    # "sub.p" of an existing p: the oplog holds the diff {ssub: {u: {p}}},
+                    # which does nothing where sub is absent (document_diff_applier.cpp)
+                    top, f = k.split(".", 1)
+                    if isinstance(doc.get(top), dict):
+                        doc[top][f] = w.arg["$set"][k]
+                    continue
                 doc[k] = w.arg["$set"][k]
             for k in w.arg.get("$unset", {}):
                 doc.pop(k, None)
@@ -186,7 +199,10 @@ def main():
 def run(m):
     writes = []
     coll = dict((nm, m.c[nm][NS_DB][NS_COLL]) for nm in m.names)
-    m.start()
+    coll2 = dict((nm, m.c[nm][DB2][NS_COLL]) for nm in m.names)
+    m.start(apply=False)
+    m.full_mesh(DB2 + ".*")
+    m.start_apply()
 
     # ---- base documents, on a, drained to b
     for name, base, steps, order in CASES:
@@ -350,8 +366,9 @@ def run(m):
     logged, per = counts()
     ck.eq(logged, len(exp), "mmm status --json: conflicts_logged")
     ck.eq(per, want_per, "mmm status --json: conflicts per link (records of its destination involving its source)")
-    local_late(m, writes, coll, len(exp))
-    noop_update(m, writes, coll, len(exp) + 1)
+    # the cases with apply running, in their own database: verified apart
+    local_late(m, writes, coll2, len(exp))
+    noop_update(m, writes, coll2, len(exp) + 1)
     ck.eq(m.stop_apply(), 0, "mmm-apply exits 0 on SIGTERM")
 
 
@@ -365,7 +382,7 @@ def applied(m, src, dst, ts):
 
 def noop_update(m, writes, coll, nrecs):
     """An update that finds nothing still counts: with apply stopped, a
-    deletes the document (t1) and b, its clock 5 s ahead, updates it (t3).
+    deletes the document (t1) and b, its clock 20 s ahead, updates it (t3).
     Apply runs: b's update reaches a, where the document is gone (it changes
     nothing there), and a's delete reaches b (late: b re-derives, absent).
     Then a client on a inserts the _id again (t2, a's clock is behind b's):
@@ -374,33 +391,33 @@ def noop_update(m, writes, coll, nrecs):
     a's insert."""
     _id = "noop_update"
     coll["a"].insert_one(S(("_id", _id), ("x", 0)))
-    base = W(_id, "a", "base", "insert", S(("x", 0)), entry_of(m, "a", _id), 0, m)
-    ok, secs, out = m.drain(30)
+    base = W(_id, "a", "base", "insert", S(("x", 0)), entry_of(m, "a", _id, NS2), 0, m)
+    ok, secs, out = m.drain(30, links=VERIFY2)
     ck.check(ok, "noop_update: base drained: %s" % out)
     ck.eq(m.stop_apply(), 0, "noop_update: apply stops")
     top = max(w.wall for w in writes + [base])
     if m.clock_ms("a") < top + 5:
         m.set_offset("a", top + 20 - int(time.time() * 1000))
     coll["a"].delete_one({"_id": _id})
-    wd = W(_id, "a", "case", "delete", None, entry_of(m, "a", _id), 0, m)
-    m.set_offset("b", max(m.offsets["b"], wd.wall + 5000 - int(time.time() * 1000)))
+    wd = W(_id, "a", "case", "delete", None, entry_of(m, "a", _id, NS2), 0, m)
+    m.set_offset("b", max(m.offsets["b"], wd.wall + 20000 - int(time.time() * 1000)))
     coll["b"].update_one({"_id": _id}, {"$set": S(("x", 5))})
-    wu = W(_id, "b", "case", "update", {"$set": S(("x", 5))}, entry_of(m, "b", _id), 0, m)
+    wu = W(_id, "b", "case", "update", {"$set": S(("x", 5))}, entry_of(m, "b", _id, NS2), 0, m)
     m.start_apply()
     ck.check(wait_for(lambda: applied(m, "b", "a", wu.ts) and applied(m, "a", "b", wd.ts), 30, 0.05),
              "noop_update: b's update applied on a, a's delete on b")
     ck.check(wait_for(lambda: coll["b"].find_one({"_id": _id}) is None, 30, 0.02),
              "noop_update: the document is gone from b (a's delete re-derived there)")
     coll["a"].insert_one(S(("_id", _id), ("y", 1)))
-    wi = W(_id, "a", "case", "insert", S(("y", 1)), entry_of(m, "a", _id), 0, m)
+    wi = W(_id, "a", "case", "insert", S(("y", 1)), entry_of(m, "a", _id, NS2), 0, m)
     ck.check(wd.stamp < wi.stamp < wu.stamp, "noop_update: stamps delete < insert < update: %r %r %r" % (wd, wi, wu))
-    ok, secs, out = m.drain(60)
+    ok, secs, out = m.drain(60, links=VERIFY2)
     ck.check(ok, "noop_update: drained, a and b identical (%.1f s): %s" % (secs, out))
     want = fold([base, wd, wu, wi])
     for nm in m.names:
         got = coll[nm].find_one({"_id": _id})
         ck.check(enc(got) == enc(want), "noop_update on %s: %r, the fold in stamp order gives %r" % (nm, got, want))
-    recs = [r for r in (m.conflicts() or []) if r.get("_id") == _id]
+    recs = [r for r in (m.conflicts() or []) if r.get("_id") == _id and r.get("ns") == NS2]
     for r in recs:
         print("  record: %s" % r)
     ck.eq(sorted((r.get("late") or {}).get("ts") for r in recs), sorted([ts_str(wd.ts), ts_str(wi.ts)]),
@@ -411,7 +428,7 @@ def noop_update(m, writes, coll, nrecs):
 
 
 def local_late(m, writes, coll, nrecs):
-    """A late local write, apply running: a's clock runs 5 s ahead; a sets
+    """A late local write, apply running: a's clock runs 10 s ahead; a sets
     x=1 and the write reaches b; then a client on b (clock behind) sets
     x=2, which is stamped before a's write although it was made after it
     reached b.  b must end with a's value again (its checker sees the late
@@ -420,24 +437,24 @@ def local_late(m, writes, coll, nrecs):
     one record all the same."""
     _id = "local_late"
     coll["a"].insert_one(S(("_id", _id), ("x", 0)))
-    base = W(_id, "a", "base", "insert", S(("x", 0)), entry_of(m, "a", _id), 0, m)
+    base = W(_id, "a", "base", "insert", S(("x", 0)), entry_of(m, "a", _id, NS2), 0, m)
     ck.check(wait_for(lambda: coll["b"].find_one({"_id": _id}) is not None, 30, 0.02), "local_late: base on b")
     top = max(w.wall for w in writes + [base])
-    m.set_offset("a", max(m.offsets["a"], top + 5000 - int(time.time() * 1000)))
+    m.set_offset("a", max(m.offsets["a"], top + 10000 - int(time.time() * 1000)))
     coll["a"].update_one({"_id": _id}, {"$set": S(("x", 1))})
-    wa = W(_id, "a", "case", "update", {"$set": S(("x", 1))}, entry_of(m, "a", _id), 0, m)
+    wa = W(_id, "a", "case", "update", {"$set": S(("x", 1))}, entry_of(m, "a", _id, NS2), 0, m)
     ck.check(wait_for(lambda: (coll["b"].find_one({"_id": _id}) or {}).get("x") == 1, 30, 0.01),
              "local_late: a's write reached b")
     coll["b"].update_one({"_id": _id}, {"$set": S(("x", 2))})
-    wb = W(_id, "b", "case", "update", {"$set": S(("x", 2))}, entry_of(m, "b", _id), 0, m)
+    wb = W(_id, "b", "case", "update", {"$set": S(("x", 2))}, entry_of(m, "b", _id, NS2), 0, m)
     ck.check(wb.stamp < wa.stamp, "local_late: b's write is stamped before a's: %r, %r" % (wb, wa))
-    ok, secs, out = m.drain(60)
+    ok, secs, out = m.drain(60, links=VERIFY2)
     ck.check(ok, "local_late: drained, a and b identical (%.1f s): %s" % (secs, out))
     want = fold([base, wa, wb])
     for nm in m.names:
         got = coll[nm].find_one({"_id": _id})
         ck.check(enc(got) == enc(want), "local_late on %s: %r, the fold in stamp order gives %r" % (nm, got, want))
-    recs = [r for r in (m.conflicts() or []) if r.get("_id") == _id]
+    recs = [r for r in (m.conflicts() or []) if r.get("_id") == _id and r.get("ns") == NS2]
     for r in recs:
         print("  record: %s" % r)
     ck.eq(len(recs), 1, "local_late: one record for b's late write")
@@ -448,6 +465,7 @@ def local_late(m, writes, coll, nrecs):
         stamp_ok("local_late: newer", r.get("newer"), wa, m)
         ck.eq(r.get("result"), "replaced", "local_late: result")
     ck.eq(len(m.conflicts() or []), nrecs + 1, "local_late: no other record added")
+    writes.extend([base, wa, wb])
 
 
 sys.exit(main())

@@ -35,6 +35,7 @@ behind overwrites a newer write that already reached it; and an update that
 reached a master where its document was deleted (it changes nothing) but
 still orders a later insert with an older stamp behind it.
 """
+import copy
 import os
 import sys
 import time
@@ -117,9 +118,9 @@ def fold(ws):
     doc = None
     for w in sorted(ws, key=lambda w: w.stamp):
         if w.kind == "insert":
-            doc = S(("_id", w.id), *w.arg.items())
+            doc = S(("_id", w.id), *copy.deepcopy(w.arg).items())
         elif w.kind == "replace":    # a full image, as an insert (CONFLICTS.md §3)
-            doc = S(("_id", w.id), *w.arg.items())
+            doc = S(("_id", w.id), *copy.deepcopy(w.arg).items())
         elif w.kind == "delete":
             doc = None
         elif doc is not None:  # a modifier update ($set in path order, then $unset)

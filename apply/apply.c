@@ -61,6 +61,7 @@ struct docstate {
 	struct stamp hi;       /* the newest op of the batch on it */
 	int rederive;          /* a late op (or a queued re-derivation): fold it from the journal */
 	struct stamp fold_max, base;
+	struct stamp horizon;  /* the newest write it holds or is given (conflict.h) */
 	const char *how;
 };
 
@@ -698,7 +699,13 @@ static int order_op(struct pair *p, struct docstate *d, struct tr_op *op)
 		d->looked = 1;
 	}
 	op->skip = 0;
+	if (stamp_cmp(&d->known_st, &d->horizon) > 0)
+		d->horizon = d->known_st;
 	if (op->kind == 'R') {
+		if (stamp_cmp(&op->st, &d->horizon) > 0)
+			d->horizon = op->st;
+		if (stamp_cmp(&op->newer, &d->horizon) > 0)
+			d->horizon = op->newer;
 		d->rederive = 1;
 		return 1;
 	}
@@ -709,10 +716,43 @@ static int order_op(struct pair *p, struct docstate *d, struct tr_op *op)
 	}
 	if (stamp_cmp(&op->st, &d->hi) > 0)
 		d->hi = op->st;
+	if (stamp_cmp(&op->st, &d->horizon) > 0)
+		d->horizon = op->st;
 	if (c < 0) {
 		d->rederive = 1;   /* late: a newer write is there already */
 		return 1;
 	}
+	return 0;
+}
+
+/* Looks up, in one go, the newest write the destination holds of every
+ * document of ops [FROM, TO).  0 or ENOMEM. */
+static int load_known(struct worker *w, size_t from, size_t to)
+{
+	struct docset *ds = &w->docs;
+	uint64_t *h;
+	struct stamp *st;
+	for (size_t i = from; i < to; i++) {
+		struct tr_op *op = &w->cbatch.ops[i];
+		if (op->kind != 'c' && docset_get(ds, op->ns, op->id, 1) == NULL)
+			return ENOMEM;
+	}
+	h = malloc((ds->n ? ds->n : 1) * sizeof *h);
+	st = malloc((ds->n ? ds->n : 1) * sizeof *st);
+	if (h == NULL || st == NULL) {
+		free(h);
+		free(st);
+		return ENOMEM;
+	}
+	for (size_t k = 0; k < ds->n; k++)
+		h[k] = ds->d[k].key;
+	cf_known_many(w->p->cf, h, ds->n, st);
+	for (size_t k = 0; k < ds->n; k++) {
+		ds->d[k].known_st = st[k];
+		ds->d[k].looked = 1;
+	}
+	free(h);
+	free(st);
 	return 0;
 }
 
@@ -746,6 +786,7 @@ static int rederive(struct worker *w, mongoc_client_session_t *s, char *why, siz
 		docs[n].ns = d->ns;
 		docs[n].id = d->id;
 		docs[n].current = d->present ? d->doc : NULL;
+		docs[n].horizon = d->horizon;
 		n++;
 	}
 	if ((rc = cf_rederive(p->cf, docs, n)) != 0) {
@@ -1189,6 +1230,8 @@ static int run_txn(struct worker *w, size_t from, size_t to, uint64_t ckpt_ts, u
 			goto out;
 		}
 	}
+	if (w->p->cf && (rc = load_known(w, from, to)) != 0)
+		goto out;
 	if ((rc = simulate(w, from, to, 1, why, whylen, bad_ts, bad_ns)) != 0)
 		goto out;
 	for (size_t k = 0; w->p->cf && k < w->docs.n; k++)

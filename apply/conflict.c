@@ -29,6 +29,8 @@ struct echo {
 	uint64_t *h;
 	struct stamp *st;
 	char *folded;
+	size_t *ix;                /* (the checker's) open addressing on h: index + 1 */
+	size_t nix;
 };
 
 struct cnt {
@@ -285,6 +287,33 @@ static void echo_free(struct echo *e)
 	free(e->h);
 	free(e->st);
 	free(e->folded);
+	free(e->ix);
+	e->ix = NULL;
+}
+
+/* Index of H in E (E->n when absent); builds E's index on first use. */
+static size_t echo_find(struct echo *e, uint64_t h)
+{
+	if (e->ix == NULL) {
+		for (e->nix = 16; e->nix < 2 * e->n; e->nix *= 2)
+			;
+		if ((e->ix = calloc(e->nix, sizeof *e->ix)) == NULL) {
+			for (size_t i = 0; i < e->n; i++)
+				if (e->h[i] == h)
+					return i;
+			return e->n;
+		}
+		for (size_t i = 0; i < e->n; i++) {
+			size_t s = e->h[i] & (e->nix - 1);
+			while (e->ix[s])
+				s = (s + 1) & (e->nix - 1);
+			e->ix[s] = i + 1;
+		}
+	}
+	for (size_t s = h & (e->nix - 1); e->ix[s]; s = (s + 1) & (e->nix - 1))
+		if (e->h[e->ix[s] - 1] == h)
+			return e->ix[s] - 1;
+	return e->n;
 }
 
 void cf_close(struct cf *c)
@@ -346,6 +375,31 @@ void cf_known(struct cf *c, uint64_t h, struct stamp *out)
 	pthread_mutex_unlock(&c->mu);
 }
 
+void cf_known_many(struct cf *c, const uint64_t *h, size_t n, struct stamp *out)
+{
+	uint8_t *keys = NULL, *vals = NULL, *found = NULL;
+	memset(out, 0, n * sizeof *out);
+	if (n && atomic_load(&c->have_docstamps) && (keys = malloc(n * 24)) != NULL &&
+	    (vals = malloc(n * STAMP_LEN)) != NULL && (found = malloc(n)) != NULL) {
+		for (size_t i = 0; i < n; i++)
+			ds_key(c->m, h[i], keys + i * 24);
+		if (jnl_kv_get_many(c->j, JNL_KV_DOCSTAMP, keys, 24, n, vals, STAMP_LEN, found) == 0)
+			for (size_t i = 0; i < n; i++)
+				if (found[i])
+					stamp_decode(vals + i * STAMP_LEN, &out[i]);
+	}
+	free(keys);
+	free(vals);
+	free(found);
+	pthread_mutex_lock(&c->mu);
+	for (size_t i = 0; i < n; i++) {
+		struct mem_slot *s = mem_find(c, h[i], 0);
+		if (s && stamp_cmp(&s->st, &out[i]) > 0)
+			out[i] = s->st;
+	}
+	pthread_mutex_unlock(&c->mu);
+}
+
 int64_t cf_nonce(struct cf *c)
 {
 	return (int64_t)atomic_fetch_add(&c->nonce, 1) + 1;
@@ -354,8 +408,8 @@ int64_t cf_nonce(struct cf *c)
 void cf_echo_put(struct cf *c, int64_t nonce, const uint64_t *h, const struct stamp *st, const char *folded,
     size_t n)
 {
-	struct echo e = { nonce, n, NULL, NULL, NULL };
-	if (!atomic_load(&c->checking) || n == 0)
+	struct echo e = { nonce, n, NULL, NULL, NULL, NULL, 0 };
+	if (n == 0)
 		return;
 	e.h = malloc(n * sizeof *e.h);
 	e.st = malloc(n * sizeof *e.st);
@@ -575,6 +629,7 @@ struct scan {
 	struct write *blk;         /* matches in the block being read, in entry order */
 	size_t *blk_t;
 	size_t nblk, capblk;
+	int local;                 /* the source being read is the destination itself */
 };
 
 static int scan_op(void *arg, const bson_t *op, uint32_t k)
@@ -592,6 +647,12 @@ static int scan_op(void *arg, const bson_t *op, uint32_t k)
 		struct target *t = &s->t[i];
 		if (t->h != h || !t->need || strcmp(t->doc->ns, ns) != 0 || !bson_equal(t->doc->id, &id))
 			continue;
+		if (!s->local) {
+			struct stamp st;
+			stamp_of(&st, s->wall, s->e->origin, s->e->ts, k);
+			if (stamp_cmp(&st, &t->doc->horizon) > 0)
+				continue;      /* has not reached the destination yet: it comes in order */
+		}
 		if (s->nblk == s->capblk) {
 			size_t cap = s->capblk ? s->capblk * 2 : 16;
 			struct write *nw = realloc(s->blk, cap * sizeof *nw);
@@ -789,8 +850,10 @@ int cf_rederive(struct cf *c, struct cf_doc *docs, size_t n)
 		s.t[i].h = cf_hash(docs[i].ns, docs[i].id);
 	}
 	rc = jnl_source_list(c->j, &srcs, &nsrc);
-	for (size_t k = 0; rc == 0 && k < nsrc; k++)
+	for (size_t k = 0; rc == 0 && k < nsrc; k++) {
+		s.local = memcmp(srcs[k].uuid, c->m, 16) == 0;
 		rc = scan_source(c, srcs[k].uuid, &s);
+	}
 	for (size_t i = 0; i < n; i++) {
 		if (rc == 0)
 			fold(&s.t[i]);
@@ -808,14 +871,26 @@ int cf_rederive(struct cf *c, struct cf_doc *docs, size_t n)
 
 /* ---- the checker -------------------------------------------------------------- */
 
+#define CACHE_SLOTS 16384           /* > 2 * (CHECK_FLUSH + the largest entry's ops we cache) */
+
+struct cslot {
+	uint64_t h;
+	struct stamp st;
+	uint32_t gen;
+};
+
 struct chk {
 	struct cf *c;
 	struct jnl_kvop *ops;
 	uint8_t (*keys)[1100];
 	uint8_t (*vals)[2 * STAMP_LEN];
 	size_t nops;
-	struct { uint64_t h; struct stamp st; } *cache;   /* docstamps written in this chunk */
-	size_t ncache;
+	struct cslot *cache;       /* docstamps read or written in this chunk (CACHE_SLOTS) */
+	uint32_t gen;              /* a slot is valid when its gen is this */
+	size_t ncached;
+	uint64_t prev_pos;         /* the position before the entry being read */
+	uint64_t *want;            /* pass 1 over an entry: the documents to look up */
+	size_t nwant, capwant;
 	const struct jnl_entry *e;
 	int64_t wall;
 	int local;
@@ -830,40 +905,131 @@ struct chk {
 	size_t nrd, caprd;
 };
 
-static int chk_get(struct chk *k, uint64_t h, struct stamp *out)
+/* The cache slot of H: its own (valid) or the free one where it goes. */
+static struct cslot *cache_slot(struct chk *k, uint64_t h)
 {
+	for (size_t i = (h ^ (h >> 29)) & (CACHE_SLOTS - 1);; i = (i + 1) & (CACHE_SLOTS - 1))
+		if (k->cache[i].gen != k->gen || k->cache[i].h == h)
+			return &k->cache[i];
+}
+
+static int chk_flush(struct chk *k, uint64_t pos);
+
+static void cache_put(struct chk *k, uint64_t h, const struct stamp *st)
+{
+	struct cslot *c = cache_slot(k, h);
+	if (c->gen != k->gen) {
+		if (k->ncached >= CACHE_SLOTS / 2) {
+			/* a huge entry: write what it did so far (reading it again
+			 * after a crash does the same), then start a fresh cache */
+			chk_flush(k, k->prev_pos);
+			c = cache_slot(k, h);
+		}
+		k->ncached++;
+	}
+	c->h = h;
+	c->st = *st;
+	c->gen = k->gen;
+}
+
+/* docstamp(M, H) from the cache, filled by chk_want() for the entry. */
+static void chk_get(struct chk *k, uint64_t h, struct stamp *out)
+{
+	struct cslot *c = cache_slot(k, h);
 	uint8_t key[24], v[STAMP_LEN];
 	size_t vl = 0;
-	for (size_t i = k->ncache; i-- > 0;)
-		if (k->cache[i].h == h) {
-			*out = k->cache[i].st;
-			return 1;
-		}
+	if (c->gen == k->gen) {
+		*out = c->st;
+		return;
+	}
 	memset(out, 0, sizeof *out);
 	ds_key(k->c->m, h, key);
-	if (jnl_kv_get(k->c->j, JNL_KV_DOCSTAMP, key, sizeof key, v, sizeof v, &vl) == 0 && vl == STAMP_LEN) {
+	if (jnl_kv_get(k->c->j, JNL_KV_DOCSTAMP, key, sizeof key, v, sizeof v, &vl) == 0 && vl == STAMP_LEN)
 		stamp_decode(v, out);
-		return 1;
-	}
-	return 0;
+	cache_put(k, h, out);
+}
+
+#define CHK_OPS (2 * CHECK_FLUSH + 64)
+
+/* Room for one more table write (a huge entry is written in parts). */
+static void chk_room(struct chk *k)
+{
+	if (k->nops + 2 >= CHK_OPS)
+		chk_flush(k, k->prev_pos);
 }
 
 static void chk_set(struct chk *k, uint64_t h, const struct stamp *st)
 {
-	size_t i = k->nops;
+	size_t i;
+	chk_room(k);
+	i = k->nops;
 	ds_key(k->c->m, h, k->keys[i]);
 	stamp_encode(st, k->vals[i]);
 	k->ops[i] = (struct jnl_kvop){ JNL_KV_DOCSTAMP, k->keys[i], 24, k->vals[i], STAMP_LEN };
 	k->nops++;
-	k->cache[k->ncache].h = h;
-	k->cache[k->ncache++].st = *st;
+	cache_put(k, h, st);
+}
+
+/* Pass 1 over an entry: the documents its ops write. */
+static int want_op(void *arg, const bson_t *op, uint32_t kk)
+{
+	struct chk *k = arg;
+	const char *ns;
+	bson_t id, o;
+	uint64_t h;
+	(void)kk;
+	if (!op_target(op, &ns, &id, &o))
+		return 0;
+	h = cf_hash(ns, &id);
+	bson_destroy(&id);
+	if (cache_slot(k, h)->gen == k->gen)
+		return 0;
+	if (k->nwant == k->capwant) {
+		size_t cap = k->capwant ? k->capwant * 2 : 1024;
+		uint64_t *nw = realloc(k->want, cap * sizeof *nw);
+		if (nw == NULL)
+			return ENOMEM;
+		k->want = nw;
+		k->capwant = cap;
+	}
+	k->want[k->nwant++] = h;
+	return 0;
+}
+
+/* Reads the docstamps of the entry's documents into the cache, in one
+ * read transaction. */
+static void chk_want(struct chk *k, const bson_t *entry, char opc)
+{
+	uint8_t *keys, *vals, *found;
+	k->nwant = 0;
+	if (entry_ops(entry, opc, want_op, k) != 0 || k->nwant == 0 || k->ncached + k->nwant >= CACHE_SLOTS / 2)
+		return;       /* (a huge entry: chk_get() reads one by one) */
+	keys = malloc(k->nwant * 24);
+	vals = malloc(k->nwant * STAMP_LEN);
+	found = malloc(k->nwant);
+	if (keys && vals && found) {
+		for (size_t i = 0; i < k->nwant; i++)
+			ds_key(k->c->m, k->want[i], keys + i * 24);
+		if (jnl_kv_get_many(k->c->j, JNL_KV_DOCSTAMP, keys, 24, k->nwant, vals, STAMP_LEN, found) == 0)
+			for (size_t i = 0; i < k->nwant; i++) {
+				struct stamp st = { 0 };
+				if (found[i])
+					stamp_decode(vals + i * STAMP_LEN, &st);
+				cache_put(k, k->want[i], &st);
+			}
+	}
+	free(keys);
+	free(vals);
+	free(found);
 }
 
 static void chk_rederive(struct chk *k, const char *ns, const bson_t *id, const struct stamp *late,
     const struct stamp *newer)
 {
-	size_t i = k->nops;
-	size_t kl = rd_key(k->c->m, ns, id, k->keys[i], sizeof k->keys[i]);
+	size_t i, kl;
+	chk_room(k);
+	i = k->nops;
+	kl = rd_key(k->c->m, ns, id, k->keys[i], sizeof k->keys[i]);
 	if (kl == 0)
 		return;
 	if (late) {
@@ -912,9 +1078,7 @@ static int chk_op(void *arg, const bson_t *op, uint32_t kk)
 			chk_set(k, h, &s);
 		}
 	} else {
-		size_t i;
-		for (i = 0; k->have_echo && i < k->echo.n && k->echo.h[i] != h; i++)
-			;
+		size_t i = k->have_echo ? echo_find(&k->echo, h) : 0;
 		if (!k->have_echo || i == k->echo.n) {
 			/* apply's write without its record (a restart): re-derive to be sure */
 			chk_rederive(k, ns, &id, NULL, NULL);
@@ -980,7 +1144,9 @@ static int chk_flush(struct chk *k, uint64_t pos)
 	k->ops[k->nops++] = (struct jnl_kvop){ JNL_KV_DOCSTAMP, key, sizeof key, v, sizeof v };
 	rc = jnl_kv_write(k->c->j, k->ops, k->nops);
 	k->nops = 0;
-	k->ncache = 0;
+	k->ncached = 0;
+	if (++k->gen == 0)
+		k->gen = 1;
 	if (rc == 0) {
 		atomic_store(&k->c->have_docstamps, 1);
 		pthread_mutex_lock(&k->c->mu);
@@ -1005,10 +1171,11 @@ static void *checker_main(void *arg)
 
 	k.c = c;
 	/* per op at most 2 table writes, plus the position */
-	k.ops = calloc(2 * CHECK_FLUSH + 64, sizeof *k.ops);
-	k.keys = calloc(2 * CHECK_FLUSH + 64, sizeof *k.keys);
-	k.vals = calloc(2 * CHECK_FLUSH + 64, sizeof *k.vals);
-	k.cache = calloc(2 * CHECK_FLUSH + 64, sizeof *k.cache);
+	k.ops = calloc(CHK_OPS, sizeof *k.ops);
+	k.keys = calloc(CHK_OPS, sizeof *k.keys);
+	k.vals = calloc(CHK_OPS, sizeof *k.vals);
+	k.cache = calloc(CACHE_SLOTS, sizeof *k.cache);
+	k.gen = 1;
 	if (!k.ops || !k.keys || !k.vals || !k.cache) {
 		log_warnx("conflict checker of '%s': out of memory", c->name);
 		goto out;
@@ -1044,6 +1211,7 @@ static void *checker_main(void *arg)
 				continue;
 			}
 			k.e = &e;
+			k.prev_pos = pos;
 			k.wall = in.wall;
 			k.local = memcmp(e.origin, c->m, 16) == 0;
 			k.have_echo = 0;
@@ -1068,12 +1236,13 @@ static void *checker_main(void *arg)
 					}
 				}
 			}
+			chk_want(&k, &entry, in.op);
 			entry_ops(&entry, in.op, chk_op, &k);
 			if (k.have_echo)
 				echo_free(&k.echo);
 			k.have_echo = 0;
 			pos = e.ts;
-			if (++ops_in_chunk >= CHECK_FLUSH / 2 || k.nops >= CHECK_FLUSH) {
+			if (++ops_in_chunk >= CHECK_FLUSH / 2 || k.nops >= CHECK_FLUSH || k.ncached >= CACHE_SLOTS / 4) {
 				if (chk_flush(&k, pos) != 0)
 					break;
 				atomic_store(&c->checked, pos);
@@ -1095,6 +1264,7 @@ out:
 	free(k.keys);
 	free(k.vals);
 	free(k.cache);
+	free(k.want);
 	free(k.rd);
 	return NULL;
 }

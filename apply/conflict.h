@@ -14,8 +14,11 @@
  *   - echo records: for each of apply's transactions, the stamp each
  *     document it wrote carries, found again by the checker through the
  *     nonce apply puts in the transaction's marker;
- *   - re-derivation (cf_rederive): the fold, in stamp order, of every write
- *     of the document the journal holds, from the newest full image on.
+ *   - re-derivation (cf_rederive): the fold, in stamp order, of the
+ *     document's writes the journal holds — every local write of M, and the
+ *     other masters' writes up to a horizon (the newest write M holds or is
+ *     being given: later ones reach M in order) — from the newest full image
+ *     on.
  *
  * Threads: every function may be called from any thread.
  */
@@ -41,13 +44,14 @@ struct cf_item {
 };
 
 /* One document to re-derive: in NS, ID, CURRENT (NULL: absent on M) is
- * used when the journal holds no full image.  Out: PRESENT/DOC (owned),
+ * used when the journal holds no full image; HORIZON as above.  Out: PRESENT/DOC (owned),
  * MAX (the greatest stamp folded), BASE and HOW ("insert", "replacement",
  * "delete" or "degraded"). */
 struct cf_doc {
 	const char *ns;
 	const bson_t *id;
 	const bson_t *current;
+	struct stamp horizon;      /* writes of other masters above it are left out */
 	int present;
 	bson_t *doc;
 	struct stamp max, base;
@@ -65,6 +69,8 @@ void cf_close(struct cf *c);
 uint64_t cf_hash(const char *ns, const bson_t *id);
 /* known(M, d) into *OUT (zero when nothing is known). */
 void cf_known(struct cf *c, uint64_t h, struct stamp *out);
+/* cf_known() of N documents at once (one journal read transaction). */
+void cf_known_many(struct cf *c, const uint64_t *h, size_t n, struct stamp *out);
 /* A fresh value for the marker's nonce field `n`. */
 int64_t cf_nonce(struct cf *c);
 /* Before a commit: the stamps of the documents a transaction with marker

@@ -1529,6 +1529,28 @@ int jnl_kv_get(struct jnl *j, enum jnl_kv db, const void *key, size_t klen, void
 	return rc == MDB_NOTFOUND ? MMM_ENOTFOUND : rc;
 }
 
+int jnl_kv_get_many(struct jnl *j, enum jnl_kv db, const uint8_t *keys, size_t klen, size_t n, uint8_t *vals,
+    size_t vlen, uint8_t *found)
+{
+	MDB_txn *t;
+	int rc;
+
+	memset(found, 0, n);
+	if (n == 0 || db >= JNL_KV_N || !j->kv_open[db])
+		return 0;
+	if ((rc = txn_begin(j, MDB_RDONLY, &t)) != 0)
+		return rc;
+	for (size_t i = 0; i < n; i++) {
+		MDB_val k = { klen, (void *)(keys + i * klen) }, v;
+		if (mdb_get(t, j->kv[db], &k, &v) == 0 && v.mv_size == vlen) {
+			memcpy(vals + i * vlen, v.mv_data, vlen);
+			found[i] = 1;
+		}
+	}
+	txn_abort(j, t);
+	return 0;
+}
+
 int jnl_kv_walk(struct jnl *j, enum jnl_kv db, const void *prefix, size_t plen,
     int (*fn)(void *arg, const void *key, size_t klen, const void *val, size_t vlen), void *arg)
 {

@@ -236,6 +236,11 @@ int jnl_kv_write(struct jnl *j, const struct jnl_kvop *ops, size_t n);
  * length).  MMM_ENOTFOUND when absent. */
 int jnl_kv_get(struct jnl *j, enum jnl_kv db, const void *key, size_t klen, void *val, size_t cap,
     size_t *vlen);
+/* Looks N keys of KLEN bytes each (packed in KEYS) up in one read
+ * transaction: for each found one whose value is VLEN bytes, copies it to
+ * VALS + i * VLEN and sets FOUND[i] to 1 (else 0). */
+int jnl_kv_get_many(struct jnl *j, enum jnl_kv db, const uint8_t *keys, size_t klen, size_t n, uint8_t *vals,
+    size_t vlen, uint8_t *found);
 /* Calls FN for each record whose key starts with PREFIX (PLEN 0: all), in
  * key order, within one read transaction (pointers valid during the call).
  * FN returns 0 to go on; anything else stops the walk and is returned. */

@@ -55,6 +55,7 @@ struct cf {
 	struct cnt *cnt;
 	size_t ncnt;
 	atomic_llong nonce;
+	int64_t nonce0;                /* the first of this process: older ones have no record */
 	_Atomic uint64_t checked;      /* the checker has read M's source up to here */
 	pthread_t th;
 	int started;
@@ -257,7 +258,8 @@ int cf_open(struct jnl *j, const struct cfg_server *dst, struct cf **out)
 	memcpy(c->m, dst->uuid, 16);
 	snprintf(c->name, sizeof c->name, "%s", dst->name);
 	pthread_mutex_init(&c->mu, NULL);
-	atomic_store(&c->nonce, mmm_wall_ms() * 1000);
+	c->nonce0 = mmm_wall_ms() * 1000;
+	atomic_store(&c->nonce, c->nonce0);
 	memcpy(key, c->m, 16);
 	if ((rc = jnl_kv_walk(j, JNL_KV_REDERIVE, c->m, 16, load_rederive, c)) != 0 ||
 	    (rc = jnl_kv_walk(j, JNL_KV_CONFLICTS, NULL, 0, count_rec, c)) != 0) {
@@ -1202,9 +1204,22 @@ static void *checker_main(void *arg)
 			mmm_sleep_ms(1000, c->stop);
 			continue;
 		}
-		while (!atomic_load(&c->quit) && !*c->stop && (rc = jnl_reader_next(r, &e)) == 0) {
+		/* (one reader for as long as it reads well: it sees new blocks) */
+		while (!atomic_load(&c->quit) && !*c->stop) {
 			bson_t entry;
 			struct oplog_info in;
+			if ((rc = jnl_reader_next(r, &e)) == MMM_EEND) {
+				if (k.nops || ops_in_chunk) {
+					if (chk_flush(&k, pos) != 0)
+						break;
+					ops_in_chunk = 0;
+				}
+				atomic_store(&c->checked, pos);
+				mmm_sleep_ms(5, NULL);
+				continue;
+			}
+			if (rc != 0)
+				break;
 			if (!bson_init_static(&entry, e.bson, e.len) || oplog_info(&entry, &in) != 0 ||
 			    (in.op != 'i' && in.op != 'u' && in.op != 'd' && in.op != 'c')) {
 				pos = e.ts;
@@ -1230,7 +1245,7 @@ static void *checker_main(void *arg)
 				if (nonce) {
 					/* (apply records it just before its commit: it is there by now) */
 					k.have_echo = echo_take(c, nonce, &k.echo);
-					if (!k.have_echo) {
+					if (!k.have_echo && nonce > c->nonce0) {
 						mmm_sleep_ms(20, NULL);
 						k.have_echo = echo_take(c, nonce, &k.echo);
 					}

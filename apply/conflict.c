@@ -873,12 +873,26 @@ int cf_rederive(struct cf *c, struct cf_doc *docs, size_t n)
 
 /* ---- the checker -------------------------------------------------------------- */
 
-#define CACHE_SLOTS 16384           /* > 2 * (CHECK_FLUSH + the largest entry's ops we cache) */
+/* The checker's chunk: the docstamps it read or raised since its last
+ * journal transaction, in an open-addressing table.  Raised ones (dirty)
+ * are written sorted by key, many at once: LMDB copies every page a
+ * transaction touches, so few large transactions write far less. */
+#define CACHE_SLOTS   65536
+#define CHUNK_DOCS    (CACHE_SLOTS / 4)   /* write the chunk after an entry beyond this */
+#define CHUNK_MAX_MS  500
 
 struct cslot {
 	uint64_t h;
 	struct stamp st;
 	uint32_t gen;
+	int dirty;
+};
+
+struct opref {
+	uint64_t h;
+	uint32_t k;                /* index in applyOps */
+	const uint8_t *data;       /* the op, inside the entry */
+	uint32_t len;
 };
 
 struct chk {
@@ -889,9 +903,12 @@ struct chk {
 	size_t nops;
 	struct cslot *cache;       /* docstamps read or written in this chunk (CACHE_SLOTS) */
 	uint32_t gen;              /* a slot is valid when its gen is this */
-	size_t ncached;
+	size_t ncached, ndirty;
+	int64_t chunk_at;          /* when the chunk got its first change (0: none) */
 	uint64_t prev_pos;         /* the position before the entry being read */
-	uint64_t *want;            /* pass 1 over an entry: the documents to look up */
+	struct opref *refs;        /* the entry's CRUD ops (parsed once) */
+	size_t nrefs, caprefs;
+	uint64_t *want;            /* the documents of the entry to look up */
 	size_t nwant, capwant;
 	const struct jnl_entry *e;
 	int64_t wall;
@@ -917,7 +934,7 @@ static struct cslot *cache_slot(struct chk *k, uint64_t h)
 
 static int chk_flush(struct chk *k, uint64_t pos);
 
-static void cache_put(struct chk *k, uint64_t h, const struct stamp *st)
+static void cache_put(struct chk *k, uint64_t h, const struct stamp *st, int dirty)
 {
 	struct cslot *c = cache_slot(k, h);
 	if (c->gen != k->gen) {
@@ -928,10 +945,17 @@ static void cache_put(struct chk *k, uint64_t h, const struct stamp *st)
 			c = cache_slot(k, h);
 		}
 		k->ncached++;
+		c->dirty = 0;
 	}
 	c->h = h;
 	c->st = *st;
 	c->gen = k->gen;
+	if (dirty && !c->dirty) {
+		c->dirty = 1;
+		k->ndirty++;
+		if (k->chunk_at == 0)
+			k->chunk_at = mmm_mono_ms();
+	}
 }
 
 /* docstamp(M, H) from the cache, filled by chk_want() for the entry. */
@@ -948,7 +972,7 @@ static void chk_get(struct chk *k, uint64_t h, struct stamp *out)
 	ds_key(k->c->m, h, key);
 	if (jnl_kv_get(k->c->j, JNL_KV_DOCSTAMP, key, sizeof key, v, sizeof v, &vl) == 0 && vl == STAMP_LEN)
 		stamp_decode(v, out);
-	cache_put(k, h, out);
+	cache_put(k, h, out, 0);
 }
 
 #define CHK_OPS (2 * CHECK_FLUSH + 64)
@@ -962,14 +986,7 @@ static void chk_room(struct chk *k)
 
 static void chk_set(struct chk *k, uint64_t h, const struct stamp *st)
 {
-	size_t i;
-	chk_room(k);
-	i = k->nops;
-	ds_key(k->c->m, h, k->keys[i]);
-	stamp_encode(st, k->vals[i]);
-	k->ops[i] = (struct jnl_kvop){ JNL_KV_DOCSTAMP, k->keys[i], 24, k->vals[i], STAMP_LEN };
-	k->nops++;
-	cache_put(k, h, st);
+	cache_put(k, h, st, 1);
 }
 
 /* Pass 1 over an entry: the documents its ops write. */
@@ -979,11 +996,19 @@ static int want_op(void *arg, const bson_t *op, uint32_t kk)
 	const char *ns;
 	bson_t id, o;
 	uint64_t h;
-	(void)kk;
 	if (!op_target(op, &ns, &id, &o))
 		return 0;
 	h = cf_hash(ns, &id);
 	bson_destroy(&id);
+	if (k->nrefs == k->caprefs) {
+		size_t cap = k->caprefs ? k->caprefs * 2 : 1024;
+		struct opref *nr = realloc(k->refs, cap * sizeof *nr);
+		if (nr == NULL)
+			return ENOMEM;
+		k->refs = nr;
+		k->caprefs = cap;
+	}
+	k->refs[k->nrefs++] = (struct opref){ h, kk, bson_get_data(op), op->len };
 	if (cache_slot(k, h)->gen == k->gen)
 		return 0;
 	if (k->nwant == k->capwant) {
@@ -1004,7 +1029,12 @@ static void chk_want(struct chk *k, const bson_t *entry, char opc)
 {
 	uint8_t *keys, *vals, *found;
 	k->nwant = 0;
-	if (entry_ops(entry, opc, want_op, k) != 0 || k->nwant == 0 || k->ncached + k->nwant >= CACHE_SLOTS / 2)
+	k->nrefs = 0;
+	if (entry_ops(entry, opc, want_op, k) != 0) {
+		k->nrefs = 0;
+		return;
+	}
+	if (k->nwant == 0 || k->ncached + k->nwant >= CACHE_SLOTS / 2)
 		return;       /* (a huge entry: chk_get() reads one by one) */
 	keys = malloc(k->nwant * 24);
 	vals = malloc(k->nwant * STAMP_LEN);
@@ -1017,7 +1047,7 @@ static void chk_want(struct chk *k, const bson_t *entry, char opc)
 				struct stamp st = { 0 };
 				if (found[i])
 					stamp_decode(vals + i * STAMP_LEN, &st);
-				cache_put(k, k->want[i], &st);
+				cache_put(k, k->want[i], &st, 0);
 			}
 	}
 	free(keys);
@@ -1056,26 +1086,35 @@ static void chk_rederive(struct chk *k, const char *ns, const bson_t *id, const 
 		k->rd[k->nrd].newer = *newer;
 	}
 	k->nrd++;
+	if (k->chunk_at == 0)
+		k->chunk_at = mmm_mono_ms();
 }
 
-static int chk_op(void *arg, const bson_t *op, uint32_t kk)
+/* Queues the document of op REF for re-derivation (parsing it again). */
+static void chk_rederive_op(struct chk *k, const struct opref *ref, const struct stamp *late,
+    const struct stamp *newer)
 {
-	struct chk *k = arg;
+	bson_t op, id, o;
 	const char *ns;
-	bson_t id, o;
-	struct stamp s, cur;
-	uint64_t h;
-	char kind = op_target(op, &ns, &id, &o);
+	if (!bson_init_static(&op, ref->data, ref->len) || !op_target(&op, &ns, &id, &o))
+		return;
+	chk_rederive(k, ns, &id, late, newer);
+	bson_destroy(&id);
+}
 
-	if (!kind)
-		return 0;
-	h = cf_hash(ns, &id);
+/* Pass 2: one op of the entry, in M's order. */
+static void chk_op(struct chk *k, const struct opref *ref)
+{
+	struct stamp s, cur;
+	uint64_t h = ref->h;
+	uint32_t kk = ref->k;
+
 	chk_get(k, h, &cur);
 	if (k->local) {
 		stamp_of(&s, k->wall, k->c->m, k->e->ts, kk);
 		if (!stamp_is_zero(&cur) && stamp_cmp(&s, &cur) < 0 && memcmp(cur.origin, k->c->m, 16) != 0) {
 			/* a local write below a newer write M already held: late */
-			chk_rederive(k, ns, &id, &s, &cur);
+			chk_rederive_op(k, ref, &s, &cur);
 		} else if (stamp_cmp(&s, &cur) > 0) {
 			chk_set(k, h, &s);
 		}
@@ -1083,19 +1122,17 @@ static int chk_op(void *arg, const bson_t *op, uint32_t kk)
 		size_t i = k->have_echo ? echo_find(&k->echo, h) : 0;
 		if (!k->have_echo || i == k->echo.n) {
 			/* apply's write without its record (a restart): re-derive to be sure */
-			chk_rederive(k, ns, &id, NULL, NULL);
+			chk_rederive_op(k, ref, NULL, NULL);
 		} else if (!stamp_is_zero(&cur) && stamp_cmp(&k->echo.st[i], &cur) < 0) {
 			/* apply's write landed after a newer local one it did not see */
 			if (k->echo.folded[i])
-				chk_rederive(k, ns, &id, NULL, NULL);
+				chk_rederive_op(k, ref, NULL, NULL);
 			else
-				chk_rederive(k, ns, &id, &k->echo.st[i], &cur);
+				chk_rederive_op(k, ref, &k->echo.st[i], &cur);
 		} else if (stamp_cmp(&k->echo.st[i], &cur) > 0) {
 			chk_set(k, h, &k->echo.st[i]);
 		}
 	}
-	bson_destroy(&id);
-	return 0;
 }
 
 /* The nonce `n` apply put in the marker op of an echo transaction, or 0. */
@@ -1135,18 +1172,50 @@ static int64_t marker_nonce(const bson_t *entry)
 	return 0;
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Writes the chunk (raised docstamps in key order, queued re-derivations,
+ * the position POS) in one journal transaction, and starts a new one. */
 static int chk_flush(struct chk *k, uint64_t pos)
 {
 	uint8_t key[17], v[8];
-	int rc;
-	memcpy(key, k->c->m, 16);
-	key[16] = 'P';
-	for (int i = 0; i < 8; i++)
-		v[i] = (uint8_t)(pos >> (56 - 8 * i));
-	k->ops[k->nops++] = (struct jnl_kvop){ JNL_KV_DOCSTAMP, key, sizeof key, v, sizeof v };
-	rc = jnl_kv_write(k->c->j, k->ops, k->nops);
+	size_t nd = 0, n = 0;
+	uint64_t *hs = malloc((k->ndirty ? k->ndirty : 1) * sizeof *hs);
+	uint8_t *dk = malloc((k->ndirty ? k->ndirty : 1) * (24 + STAMP_LEN));
+	struct jnl_kvop *ops = malloc((k->ndirty + k->nops + 1) * sizeof *ops);
+	int rc = ENOMEM;
+
+	if (hs && dk && ops) {
+		for (size_t i = 0; i < CACHE_SLOTS && nd < k->ndirty; i++)
+			if (k->cache[i].gen == k->gen && k->cache[i].dirty)
+				hs[nd++] = k->cache[i].h;
+		qsort(hs, nd, sizeof *hs, cmp_u64);
+		for (size_t i = 0; i < nd; i++) {
+			uint8_t *kk = dk + i * (24 + STAMP_LEN);
+			ds_key(k->c->m, hs[i], kk);
+			stamp_encode(&cache_slot(k, hs[i])->st, kk + 24);
+			ops[n++] = (struct jnl_kvop){ JNL_KV_DOCSTAMP, kk, 24, kk + 24, STAMP_LEN };
+		}
+		memcpy(ops + n, k->ops, k->nops * sizeof *ops);
+		n += k->nops;
+		memcpy(key, k->c->m, 16);
+		key[16] = 'P';
+		for (int i = 0; i < 8; i++)
+			v[i] = (uint8_t)(pos >> (56 - 8 * i));
+		ops[n++] = (struct jnl_kvop){ JNL_KV_DOCSTAMP, key, sizeof key, v, sizeof v };
+		rc = jnl_kv_write(k->c->j, ops, n);
+	}
+	free(hs);
+	free(dk);
+	free(ops);
 	k->nops = 0;
 	k->ncached = 0;
+	k->ndirty = 0;
+	k->chunk_at = 0;
 	if (++k->gen == 0)
 		k->gen = 1;
 	if (rc == 0) {
@@ -1209,12 +1278,14 @@ static void *checker_main(void *arg)
 			bson_t entry;
 			struct oplog_info in;
 			if ((rc = jnl_reader_next(r, &e)) == MMM_EEND) {
-				if (k.nops || ops_in_chunk) {
+				/* caught up: write the chunk soon (what is queued at once) */
+				if (k.nrd || (k.chunk_at && mmm_mono_ms() - k.chunk_at >= 50)) {
 					if (chk_flush(&k, pos) != 0)
 						break;
 					ops_in_chunk = 0;
 				}
-				atomic_store(&c->checked, pos);
+				if (!k.chunk_at && !k.nops)
+					atomic_store(&c->checked, pos);
 				mmm_sleep_ms(5, NULL);
 				continue;
 			}
@@ -1252,21 +1323,24 @@ static void *checker_main(void *arg)
 				}
 			}
 			chk_want(&k, &entry, in.op);
-			entry_ops(&entry, in.op, chk_op, &k);
+			for (size_t i = 0; i < k.nrefs; i++)
+				chk_op(&k, &k.refs[i]);
 			if (k.have_echo)
 				echo_free(&k.echo);
 			k.have_echo = 0;
 			pos = e.ts;
-			if (++ops_in_chunk >= CHECK_FLUSH / 2 || k.nops >= CHECK_FLUSH || k.ncached >= CACHE_SLOTS / 4) {
+			ops_in_chunk++;
+			if (k.ncached >= CHUNK_DOCS || k.nops >= CHECK_FLUSH ||
+			    (k.chunk_at && mmm_mono_ms() - k.chunk_at >= CHUNK_MAX_MS)) {
 				if (chk_flush(&k, pos) != 0)
 					break;
 				atomic_store(&c->checked, pos);
 				ops_in_chunk = 0;
 			}
 		}
-		if ((k.nops || ops_in_chunk) && chk_flush(&k, pos) == 0)
+		if ((k.nops || k.chunk_at || ops_in_chunk) && chk_flush(&k, pos) == 0)
 			atomic_store(&c->checked, pos);
-		else if (!k.nops && !ops_in_chunk)
+		else if (!k.nops && !k.chunk_at && !ops_in_chunk)
 			atomic_store(&c->checked, pos);
 		jnl_reader_free(r);
 		if (rc != 0 && rc != MMM_EEND) {
@@ -1280,6 +1354,7 @@ out:
 	free(k.vals);
 	free(k.cache);
 	free(k.want);
+	free(k.refs);
 	free(k.rd);
 	return NULL;
 }
@@ -1305,6 +1380,7 @@ int cf_start(struct cf *c, volatile sig_atomic_t *stop)
 	c->stop = stop;
 	if (pthread_create(&c->th, NULL, checker_main, c) != 0)
 		return errno ? errno : EAGAIN;
+	pthread_setname_np(c->th, "apply-check");
 	c->started = 1;
 	return 0;
 }

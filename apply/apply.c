@@ -855,24 +855,24 @@ static int collect_conflicts(struct worker *w, size_t from, size_t to)
 static void echo_record(struct worker *w)
 {
 	struct docset *ds = &w->docs;
-	uint64_t *h = malloc((ds->n ? ds->n : 1) * sizeof *h);
-	struct stamp *st = malloc((ds->n ? ds->n : 1) * sizeof *st);
-	char *folded = malloc(ds->n ? ds->n : 1);
+	struct cf_echo_doc *e = malloc((ds->n ? ds->n : 1) * sizeof *e);
 	size_t n = 0;
 
-	for (size_t k = 0; h && st && folded && k < ds->n; k++) {
+	for (size_t k = 0; e && k < ds->n; k++) {
 		struct docstate *d = &ds->d[k];
-		if (!d->touched && !d->npend)
-			continue;
-		h[n] = d->key;
-		st[n] = d->rederive ? d->fold_max : d->hi;
-		folded[n++] = (char)d->rederive;
+		int written = d->touched || d->npend;
+		if (!written && !d->rederive && stamp_is_zero(&d->hi))
+			continue;      /* (only skipped ops: nothing new) */
+		e[n].h = d->key;
+		e[n].st = d->rederive ? d->fold_max : d->hi;
+		e[n].folded = d->rederive;
+		e[n].ns = written ? NULL : d->ns;
+		e[n].id = written ? NULL : d->id;
+		n++;
 	}
-	if (h && st && folded)
-		cf_echo_put(w->p->cf, w->nonce, h, st, folded, n);
-	free(h);
-	free(st);
-	free(folded);
+	if (e)
+		cf_echo_put(w->p->cf, w->nonce, e, n);
+	free(e);
 }
 
 /* After the commit: raises what the destination is known to hold, logs
@@ -889,8 +889,8 @@ static void order_committed(struct worker *w, size_t from, size_t to)
 
 	for (size_t k = 0; h && st && k < ds->n; k++) {
 		struct docstate *d = &ds->d[k];
-		if ((!d->touched && !d->npend) || (stamp_is_zero(&d->hi) && !d->rederive))
-			continue;
+		if (stamp_is_zero(&d->hi) && !d->rederive)
+			continue;      /* (written or not: an update that found nothing counts) */
 		h[n] = d->key;
 		st[n++] = d->rederive ? d->fold_max : d->hi;
 	}
@@ -932,8 +932,11 @@ static int simulate(struct worker *w, size_t from, size_t to, int fetch_pass, ch
 			continue;      /* its state comes from the journal (rederive()) */
 		if (fetch_pass) {
 			if (!d->known && !d->need_fetch && op->kind == 'u') {
-				if (op->mods == NULL)
-					d->need_fetch = 1;   /* else sent as it is (pass 2) */
+				/* else sent as it is (pass 2) — not with conflicts: $set of a
+				 * path creates what a diff would skip, and the document may
+				 * not be the one the update was made on */
+				if (op->mods == NULL || p->cf)
+					d->need_fetch = 1;
 			} else if (!d->need_fetch && op->kind != 'u') {
 				d->known = 1;      /* an insert, replacement or delete decides it */
 			}

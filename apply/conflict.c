@@ -29,6 +29,8 @@ struct echo {
 	uint64_t *h;
 	struct stamp *st;
 	char *folded;
+	struct cf_item *quiet;     /* documents given but not written (ns, id, late = stamp) */
+	size_t nquiet;
 	size_t *ix;                /* (the checker's) open addressing on h: index + 1 */
 	size_t nix;
 };
@@ -289,6 +291,11 @@ static void echo_free(struct echo *e)
 	free(e->h);
 	free(e->st);
 	free(e->folded);
+	for (size_t i = 0; i < e->nquiet; i++)
+		cf_item_free(&e->quiet[i]);
+	free(e->quiet);
+	e->quiet = NULL;
+	e->nquiet = 0;
 	free(e->ix);
 	e->ix = NULL;
 }
@@ -407,25 +414,38 @@ int64_t cf_nonce(struct cf *c)
 	return (int64_t)atomic_fetch_add(&c->nonce, 1) + 1;
 }
 
-void cf_echo_put(struct cf *c, int64_t nonce, const uint64_t *h, const struct stamp *st, const char *folded,
-    size_t n)
+void cf_echo_put(struct cf *c, int64_t nonce, const struct cf_echo_doc *docs, size_t n)
 {
-	struct echo e = { nonce, n, NULL, NULL, NULL, NULL, 0 };
+	struct echo e = { 0 };
+	size_t nq = 0;
 	if (n == 0)
 		return;
+	e.nonce = nonce;
+	for (size_t i = 0; i < n; i++)
+		nq += docs[i].id != NULL;
 	e.h = malloc(n * sizeof *e.h);
 	e.st = malloc(n * sizeof *e.st);
 	e.folded = malloc(n);
-	if (!e.h || !e.st || !e.folded) {
+	e.quiet = nq ? calloc(nq, sizeof *e.quiet) : NULL;
+	if (!e.h || !e.st || !e.folded || (nq && !e.quiet)) {
 		echo_free(&e);
 		return;
 	}
-	memcpy(e.h, h, n * sizeof *h);
-	memcpy(e.st, st, n * sizeof *st);
-	memcpy(e.folded, folded, n);
+	for (size_t i = 0; i < n; i++) {
+		if (docs[i].id) {
+			struct cf_item *q = &e.quiet[e.nquiet++];
+			snprintf(q->ns, sizeof q->ns, "%s", docs[i].ns);
+			q->id = bson_copy(docs[i].id);
+			q->late = docs[i].st;
+			continue;
+		}
+		e.h[e.n] = docs[i].h;
+		e.st[e.n] = docs[i].st;
+		e.folded[e.n++] = (char)docs[i].folded;
+	}
 	pthread_mutex_lock(&c->mu);
 	while (c->necho && c->echo_stamps + n > ECHO_MAX) {   /* the checker is far behind: it re-derives */
-		c->echo_stamps -= c->echo[0].n;
+		c->echo_stamps -= c->echo[0].n + c->echo[0].nquiet;
 		echo_free(&c->echo[0]);
 		memmove(c->echo, c->echo + 1, --c->necho * sizeof *c->echo);
 	}
@@ -441,7 +461,7 @@ void cf_echo_put(struct cf *c, int64_t nonce, const uint64_t *h, const struct st
 		c->capecho = cap;
 	}
 	c->echo[c->necho++] = e;
-	c->echo_stamps += n;
+	c->echo_stamps += e.n + e.nquiet;
 	pthread_mutex_unlock(&c->mu);
 }
 
@@ -454,7 +474,7 @@ static int echo_take(struct cf *c, int64_t nonce, struct echo *out)
 		if (c->echo[i].nonce != nonce)
 			continue;
 		*out = c->echo[i];
-		c->echo_stamps -= out->n;
+		c->echo_stamps -= out->n + out->nquiet;
 		memmove(c->echo + i, c->echo + i + 1, (c->necho - i - 1) * sizeof *c->echo);
 		c->necho--;
 		found = 1;
@@ -1135,6 +1155,19 @@ static void chk_op(struct chk *k, const struct opref *ref)
 	}
 }
 
+/* A document apply was given but did not write (an update that found
+ * nothing): it holds that write from here on in M's order. */
+static void chk_quiet(struct chk *k, const struct cf_item *q)
+{
+	struct stamp cur;
+	uint64_t h = cf_hash(q->ns, q->id);
+	chk_get(k, h, &cur);
+	if (!stamp_is_zero(&cur) && stamp_cmp(&q->late, &cur) < 0)
+		chk_rederive(k, q->ns, q->id, &q->late, &cur);
+	else if (stamp_cmp(&q->late, &cur) > 0)
+		chk_set(k, h, &q->late);
+}
+
 /* The nonce `n` apply put in the marker op of an echo transaction, or 0. */
 static int64_t marker_nonce(const bson_t *entry)
 {
@@ -1325,6 +1358,8 @@ static void *checker_main(void *arg)
 			chk_want(&k, &entry, in.op);
 			for (size_t i = 0; i < k.nrefs; i++)
 				chk_op(&k, &k.refs[i]);
+			for (size_t i = 0; k.have_echo && i < k.echo.nquiet; i++)
+				chk_quiet(&k, &k.echo.quiet[i]);
 			if (k.have_echo)
 				echo_free(&k.echo);
 			k.have_echo = 0;

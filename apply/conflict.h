@@ -73,10 +73,17 @@ void cf_known(struct cf *c, uint64_t h, struct stamp *out);
 void cf_known_many(struct cf *c, const uint64_t *h, size_t n, struct stamp *out);
 /* A fresh value for the marker's nonce field `n`. */
 int64_t cf_nonce(struct cf *c);
-/* Before a commit: the stamps of the documents a transaction with marker
- * nonce NONCE writes (FOLDED[i]: a re-derivation's result). */
-void cf_echo_put(struct cf *c, int64_t nonce, const uint64_t *h, const struct stamp *st, const char *folded,
-    size_t n);
+/* One document of a transaction, for its echo record. */
+struct cf_echo_doc {
+	uint64_t h;
+	struct stamp st;           /* the newest write it now holds */
+	int folded;                /* a re-derivation's result */
+	const char *ns;            /* with ID: nothing was written (an update that found no */
+	const bson_t *id;          /* document): the checker raises it at the echo */
+};
+/* Before a commit: the documents a transaction with marker nonce NONCE
+ * writes or was given. */
+void cf_echo_put(struct cf *c, int64_t nonce, const struct cf_echo_doc *docs, size_t n);
 /* After a commit: raises known(M, d) of the documents written. */
 void cf_applied(struct cf *c, const uint64_t *h, const struct stamp *st, size_t n);
 

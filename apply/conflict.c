@@ -718,94 +718,63 @@ static int add_write(struct target *t, const struct write *w)
 	return 0;
 }
 
-struct blocks {
-	uint64_t *first, *last;
-	size_t n, cap;
-};
-
-static int collect_block(void *arg, const struct jnl_block_info *info, int parse_rc, const uint8_t *data,
-    size_t len)
+static int scan_entry(void *arg, const struct jnl_entry *e)
 {
-	struct blocks *b = arg;
-	(void)data;
-	(void)len;
-	if (parse_rc != 0 || info->count == 0)
+	struct scan *s = arg;
+	bson_t entry;
+	struct oplog_info in;
+	if (memcmp(e->origin, e->source, 16) != 0)
+		return 0;      /* an echo: its original is read under its own source */
+	if (!bson_init_static(&entry, e->bson, e->len) || oplog_info(&entry, &in) != 0)
 		return 0;
-	if (b->n == b->cap) {
-		size_t cap = b->cap ? b->cap * 2 : 256;
-		uint64_t *f = realloc(b->first, cap * sizeof *f), *l;
-		if (f)
-			b->first = f;
-		l = realloc(b->last, cap * sizeof *l);
-		if (l)
-			b->last = l;
-		if (!f || !l)
-			return ENOMEM;
-		b->cap = cap;
+	if (in.op != 'i' && in.op != 'u' && in.op != 'd' && in.op != 'c')
+		return 0;
+	s->e = e;
+	s->wall = in.wall;
+	return entry_ops(&entry, in.op, scan_op, s);
+}
+
+/* After a block: keeps, newest first, each target's writes until its newest
+ * full image; 1 (stop) when every target has one. */
+static int scan_block_done(void *arg)
+{
+	struct scan *s = arg;
+	int rc = 0, need = 0;
+	for (size_t k = s->nblk; k-- > 0;) {
+		struct target *t = &s->t[s->blk_t[k]];
+		if (!t->need || rc != 0) {
+			if (s->blk[k].o)
+				bson_destroy(s->blk[k].o);
+			continue;
+		}
+		if (add_write(t, &s->blk[k]) != 0) {
+			if (s->blk[k].o)
+				bson_destroy(s->blk[k].o);
+			rc = ENOMEM;
+			continue;
+		}
+		if (s->blk[k].kind != 'u')
+			t->need = 0;
 	}
-	b->first[b->n] = info->first_ts;
-	b->last[b->n++] = info->last_ts;
-	return 0;
+	s->nblk = 0;
+	for (size_t i = 0; i < s->n; i++)
+		need |= s->t[i].need;
+	return rc ? rc : !need;
 }
 
 /* Reads SOURCE's blocks from the newest back, keeping the writes of every
  * target newer than (and including) its newest full image in that source. */
 static int scan_source(struct cf *c, const uint8_t src[16], struct scan *s)
 {
-	struct blocks b = { 0 };
-	int rc = jnl_block_walk(c->j, src, 0, 0, collect_block, &b);
-
+	int rc;
 	for (size_t i = 0; i < s->n; i++)
 		s->t[i].need = 1;
-	for (size_t bi = b.n; rc == 0 && bi-- > 0;) {
-		struct jnl_reader *r;
-		struct jnl_entry e;
-		int need = 0;
-		for (size_t i = 0; i < s->n; i++)
-			need |= s->t[i].need;
-		if (!need)
-			break;
-		if ((rc = jnl_reader_open(c->j, src, b.first[bi], &r)) != 0)
-			break;
-		s->nblk = 0;
-		while ((rc = jnl_reader_next(r, &e)) == 0 && e.ts <= b.last[bi]) {
-			bson_t entry;
-			struct oplog_info in;
-			if (memcmp(e.origin, src, 16) != 0)
-				continue;      /* an echo: its original is read under its own source */
-			if (!bson_init_static(&entry, e.bson, e.len) || oplog_info(&entry, &in) != 0)
-				continue;
-			if (in.op != 'i' && in.op != 'u' && in.op != 'd' && in.op != 'c')
-				continue;
-			s->e = &e;
-			s->wall = in.wall;
-			if ((rc = entry_ops(&entry, in.op, scan_op, s)) != 0)
-				break;
-		}
-		if (rc == MMM_EEND || rc == 0)
-			rc = 0;
-		jnl_reader_free(r);
-		/* newest first: keep writes until the newest full image of each target */
-		for (size_t k = s->nblk; k-- > 0;) {
-			struct target *t = &s->t[s->blk_t[k]];
-			if (!t->need || rc != 0) {
-				if (s->blk[k].o)
-					bson_destroy(s->blk[k].o);
-				continue;
-			}
-			if (add_write(t, &s->blk[k]) != 0) {
-				if (s->blk[k].o)
-					bson_destroy(s->blk[k].o);
-				rc = ENOMEM;
-				continue;
-			}
-			if (s->blk[k].kind != 'u')
-				t->need = 0;
-		}
-		s->nblk = 0;
-	}
-	free(b.first);
-	free(b.last);
+	s->nblk = 0;
+	rc = jnl_scan_back(c->j, src, scan_entry, scan_block_done, s);
+	for (size_t k = 0; k < s->nblk; k++)      /* (a scan that failed mid-block) */
+		if (s->blk[k].o)
+			bson_destroy(s->blk[k].o);
+	s->nblk = 0;
 	return rc;
 }
 

@@ -1049,6 +1049,81 @@ const struct jnl_block_info *jnl_reader_block(const struct jnl_reader *r)
 	return r->have || r->bad ? &r->view.info : NULL;
 }
 
+int jnl_scan_back(struct jnl *j, const uint8_t source[16], int (*fn)(void *arg, const struct jnl_entry *e),
+    int (*block_done)(void *arg), void *arg)
+{
+	MDB_txn *t;
+	MDB_cursor *c;
+	MDB_val k, v;
+	uint8_t key[24], *raw = NULL;
+	size_t cap = 0;
+	ZSTD_DCtx *dctx = ZSTD_createDCtx();
+	int rc;
+
+	if (dctx == NULL)
+		return ENOMEM;
+	if ((rc = txn_begin(j, MDB_RDONLY, &t)) != 0) {
+		ZSTD_freeDCtx(dctx);
+		return rc;
+	}
+	if ((rc = mdb_cursor_open(t, j->blocks, &c)) != 0)
+		goto out;
+	/* the source's newest block: the one before (source, max ts)'s place */
+	block_key(key, source, UINT64_MAX);
+	k.mv_size = 24;
+	k.mv_data = key;
+	rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE);
+	rc = mdb_cursor_get(c, &k, &v, rc == 0 ? MDB_PREV : MDB_LAST);
+	for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_PREV)) {
+		struct blk_view view;
+		struct jnl_entry e;
+		size_t off = 0;
+		if (k.mv_size != 24 || memcmp(k.mv_data, source, 16) != 0)
+			break;
+		if (blk_parse(v.mv_data, v.mv_size, &view, NULL, 0) != 0) {
+			rc = MMM_ECORRUPT;
+			break;
+		}
+		if (view.info.raw_len > cap) {
+			uint8_t *nr = realloc(raw, view.info.raw_len);
+			if (nr == NULL) {
+				rc = ENOMEM;
+				break;
+			}
+			raw = nr;
+			cap = view.info.raw_len;
+		}
+		if (blk_unpack(dctx, &view, raw, NULL, NULL, 0) != 0) {
+			rc = MMM_ECORRUPT;
+			break;
+		}
+		memcpy(e.source, source, 16);
+		for (uint32_t i = 0; i < view.info.count && rc == 0; i++) {
+			e.bson = raw + off;
+			e.len = le32(raw + off);
+			off += e.len;
+			if (jnl_entry_ts(e.bson, e.len, &e.ts) != 0) {
+				rc = MMM_ECORRUPT;
+				break;
+			}
+			blk_origin(&view, i, e.origin);
+			rc = fn(arg, &e);
+		}
+		if (rc == 0)
+			rc = block_done(arg);
+		if (rc != 0)
+			break;
+	}
+	mdb_cursor_close(c);
+	if (rc == MDB_NOTFOUND || rc == 1)
+		rc = 0;
+out:
+	txn_abort(j, t);
+	ZSTD_freeDCtx(dctx);
+	free(raw);
+	return rc;
+}
+
 int jnl_block_walk(struct jnl *j, const uint8_t *source, uint64_t since, uint64_t until,
     jnl_block_fn fn, void *arg)
 {

@@ -171,6 +171,14 @@ typedef int (*jnl_block_fn)(void *arg, const struct jnl_block_info *info, int pa
 int jnl_block_walk(struct jnl *j, const uint8_t *source, uint64_t since, uint64_t until,
     jnl_block_fn fn, void *arg);
 
+/* Reads SOURCE's entries block by block from the newest block back, in one
+ * read transaction: FN gets each entry of a block (in ts order; pointers
+ * valid during the call), then BLOCK_DONE is called; a non-zero return of
+ * either stops the scan (BLOCK_DONE's 1 stops it without error).  Returns 0,
+ * FN's error, or MMM_ECORRUPT for a block that does not decode. */
+int jnl_scan_back(struct jnl *j, const uint8_t source[16], int (*fn)(void *arg, const struct jnl_entry *e),
+    int (*block_done)(void *arg), void *arg);
+
 /* ---- checking, receiving, pruning ------------------------------------- */
 
 struct jnl_verify_result {

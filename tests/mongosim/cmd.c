@@ -972,6 +972,33 @@ static bool id_only_filter(const bson_t *f, bson_iter_t *id)
 	return !bson_iter_next(&more);
 }
 
+/* {_id: {$in: [v, ...]}} with plain values (no regex, array or document):
+ * *arr is the array.  A real server answers it from the _id index. */
+static bool id_in_filter(const bson_t *f, bson_iter_t *arr)
+{
+	bson_iter_t it, c, v;
+	if (!bson_iter_init(&it, f) || !bson_iter_next(&it) || strcmp(bson_iter_key(&it), "_id") ||
+	    !BSON_ITER_HOLDS_DOCUMENT(&it))
+		return false;
+	bson_iter_t more = it;
+	if (bson_iter_next(&more)) return false;
+	bson_iter_recurse(&it, &c);
+	if (!bson_iter_next(&c) || strcmp(bson_iter_key(&c), "$in") || !BSON_ITER_HOLDS_ARRAY(&c)) return false;
+	more = c;
+	if (bson_iter_next(&more)) return false;
+	bson_iter_recurse(&c, &v);
+	*arr = v;
+	while (bson_iter_next(&v))
+		if (BSON_ITER_HOLDS_DOCUMENT(&v) || BSON_ITER_HOLDS_ARRAY(&v) || BSON_ITER_HOLDS_REGEX(&v)) return false;
+	return true;
+}
+
+static int cmp_size(const void *a, const void *b)
+{
+	size_t x = *(const size_t *)a, y = *(const size_t *)b;
+	return x < y ? -1 : x > y;
+}
+
 static const bson_t *sort_spec;
 static struct sim_coll *sort_coll;
 static struct sim_txn *sort_txn;
@@ -1004,6 +1031,24 @@ static int collect(struct ctx *x, struct sim_coll *c, const bson_t *filter, cons
 		return 0;
 	}
 	bool sorted = sort && !bson_empty(sort);
+	if (filter && id_in_filter(filter, &id)) {
+		/* each value by the _id index, then natural order (or sorted), no duplicates */
+		while (bson_iter_next(&id)) {
+			long s = sim_coll_find_id(c, &id);
+			if (s >= 0 && sim_visible(&c->slots[s], x->txn)) slots_push(out, (size_t)s);
+		}
+		if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, cmp_size);
+		size_t m = 0;
+		for (size_t i = 0; i < out->n; i++)
+			if (m == 0 || out->v[m - 1] != out->v[i]) out->v[m++] = out->v[i];
+		out->n = m;
+		if (sorted) {
+			sort_spec = sort; sort_coll = c; sort_txn = x->txn;
+			if (out->n > 1) qsort(out->v, out->n, sizeof *out->v, cmp_slots);
+		}
+		if (limit && out->n > limit) out->n = limit;
+		return 0;
+	}
 	for (size_t i = 0; i < c->nslots; i++) {
 		const bson_t *d = sim_visible(&c->slots[i], x->txn);
 		if (!d) continue;

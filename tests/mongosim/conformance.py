@@ -133,6 +133,11 @@ def test_crud(s, c):
     ck.eq(ids({"x": {"$lt": 2}}), [1], "$lt")
     ck.eq(ids({"x": {"$lte": 2}}), [1, 2], "$lte")
     ck.eq(ids({"x": {"$in": [2, 5, 99]}}), [2, 5], "$in")
+    # _id $in: answered from the _id index, same results as a scan: natural
+    # order, no duplicates, numbers equal across types, absent values skipped
+    ck.eq(ids({"_id": {"$in": [5, 2, 99, 2]}}), [2, 5], "_id $in: natural order, once each")
+    ck.eq(ids({"_id": {"$in": [2.0, Int64(5)]}}), [2, 5], "_id $in: numbers of other types")
+    ck.eq(ids({"_id": {"$in": []}}), [], "_id $in: empty list")
     ck.eq(len(ids({"x": {"$nin": [2, 5]}})), 9, "$nin")
     ck.eq(ids({"tags": {"$exists": False}}), [1], "$exists false")
     ck.eq(len(ids({"sub": {"$exists": True}})), 10, "$exists true")

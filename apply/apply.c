@@ -62,6 +62,7 @@ struct docstate {
 	int rederive;          /* a late op (or a queued re-derivation): fold it from the journal */
 	struct stamp fold_max, base;
 	struct stamp horizon;  /* the newest write it holds or is given (conflict.h) */
+	int existed;           /* present in the transaction's snapshot (fetched) */
 	const char *how;
 };
 
@@ -195,6 +196,7 @@ struct worker {
 	uint64_t c_last_ts, c_from;
 	struct docset docs;
 	int64_t nonce;                 /* of the transaction being committed (its echo record) */
+	uint64_t snap;                 /* the destination's journal position before its snapshot */
 	struct clog_rec *recs;         /* conflicts found by it, logged after the commit */
 	size_t nrecs, caprecs;
 };
@@ -860,7 +862,8 @@ static void echo_record(struct worker *w)
 
 	for (size_t k = 0; e && k < ds->n; k++) {
 		struct docstate *d = &ds->d[k];
-		int written = d->touched || d->npend;
+		/* (a delete of a document the snapshot did not have writes nothing) */
+		int written = (d->touched && (d->present || d->existed)) || d->npend;
 		if (!written && !d->rederive && stamp_is_zero(&d->hi))
 			continue;      /* (only skipped ops: nothing new) */
 		e[n].h = d->key;
@@ -871,7 +874,7 @@ static void echo_record(struct worker *w)
 		n++;
 	}
 	if (e)
-		cf_echo_put(w->p->cf, w->nonce, e, n);
+		cf_echo_put(w->p->cf, w->nonce, w->snap, e, n);
 	free(e);
 }
 
@@ -937,6 +940,10 @@ static int simulate(struct worker *w, size_t from, size_t to, int fetch_pass, ch
 				 * not be the one the update was made on */
 				if (op->mods == NULL || p->cf)
 					d->need_fetch = 1;
+			} else if (!d->known && !d->need_fetch && op->kind == 'd' && p->cf) {
+				/* with conflicts, whether a delete found the document matters
+				 * (a delete that finds nothing writes nothing: echo_record) */
+				d->need_fetch = 1;
 			} else if (!d->need_fetch && op->kind != 'u') {
 				d->known = 1;      /* an insert, replacement or delete decides it */
 			}
@@ -1248,6 +1255,7 @@ static int run_txn(struct worker *w, size_t from, size_t to, uint64_t ckpt_ts, u
 		snprintf(why, whylen, "%s", err.message);
 		goto out;
 	}
+	w->snap = w->p->cf ? cf_journal_pos(w->p->cf) : 0;   /* (before the snapshot) */
 	if (!mongoc_client_session_start_transaction(s, NULL, &err)) {
 		rc = 1;
 		snprintf(why, whylen, "%s", err.message);
@@ -1258,6 +1266,8 @@ static int run_txn(struct worker *w, size_t from, size_t to, uint64_t ckpt_ts, u
 	if (ok) {
 		bson_destroy(&reply);
 		ok = prefetch(w, s, &err, &reply);
+		for (size_t k = 0; ok && k < w->docs.n; k++)
+			w->docs.d[k].existed = w->docs.d[k].present;
 	}
 	if (ok && w->p->cf && rederive(w, s, why, whylen) != 0) {
 		mongoc_client_session_abort_transaction(s, NULL);

@@ -25,6 +25,7 @@ struct mem_slot {
 
 struct echo {
 	int64_t nonce;
+	uint64_t snap;             /* M's journal position before the transaction */
 	size_t n;
 	uint64_t *h;
 	struct stamp *st;
@@ -414,13 +415,20 @@ int64_t cf_nonce(struct cf *c)
 	return (int64_t)atomic_fetch_add(&c->nonce, 1) + 1;
 }
 
-void cf_echo_put(struct cf *c, int64_t nonce, const struct cf_echo_doc *docs, size_t n)
+uint64_t cf_journal_pos(struct cf *c)
+{
+	struct jnl_source s;
+	return jnl_source_get(c->j, c->m, &s) == 0 && s.kind == JNL_LOCAL ? s.last_ts : 0;
+}
+
+void cf_echo_put(struct cf *c, int64_t nonce, uint64_t snap, const struct cf_echo_doc *docs, size_t n)
 {
 	struct echo e = { 0 };
 	size_t nq = 0;
 	if (n == 0)
 		return;
 	e.nonce = nonce;
+	e.snap = snap;
 	for (size_t i = 0; i < n; i++)
 		nq += docs[i].id != NULL;
 	e.h = malloc(n * sizeof *e.h);
@@ -437,6 +445,7 @@ void cf_echo_put(struct cf *c, int64_t nonce, const struct cf_echo_doc *docs, si
 			snprintf(q->ns, sizeof q->ns, "%s", docs[i].ns);
 			q->id = bson_copy(docs[i].id);
 			q->late = docs[i].st;
+			q->folded = docs[i].folded;
 			continue;
 		}
 		e.h[e.n] = docs[i].h;
@@ -875,6 +884,7 @@ struct cslot {
 	struct stamp st;
 	uint32_t gen;
 	int dirty;
+	uint64_t last;             /* ts of the last entry of M writing it in this chunk (0: none) */
 };
 
 struct opref {
@@ -894,6 +904,7 @@ struct chk {
 	uint32_t gen;              /* a slot is valid when its gen is this */
 	size_t ncached, ndirty;
 	int64_t chunk_at;          /* when the chunk got its first change (0: none) */
+	uint64_t chunk_pos;        /* M's position where the chunk (its cache) starts */
 	uint64_t prev_pos;         /* the position before the entry being read */
 	struct opref *refs;        /* the entry's CRUD ops (parsed once) */
 	size_t nrefs, caprefs;
@@ -935,6 +946,7 @@ static void cache_put(struct chk *k, uint64_t h, const struct stamp *st, int dir
 		}
 		k->ncached++;
 		c->dirty = 0;
+		c->last = 0;
 	}
 	c->h = h;
 	c->st = *st;
@@ -1099,6 +1111,7 @@ static void chk_op(struct chk *k, const struct opref *ref)
 	uint32_t kk = ref->k;
 
 	chk_get(k, h, &cur);
+	cache_slot(k, h)->last = k->e->ts;
 	if (k->local) {
 		stamp_of(&s, k->wall, k->c->m, k->e->ts, kk);
 		if (!stamp_is_zero(&cur) && stamp_cmp(&s, &cur) < 0 && memcmp(cur.origin, k->c->m, 16) != 0) {
@@ -1126,13 +1139,22 @@ static void chk_op(struct chk *k, const struct opref *ref)
 
 /* A document apply was given but did not write (an update that found
  * nothing): it holds that write from here on in M's order. */
-static void chk_quiet(struct chk *k, const struct cf_item *q)
+static void chk_quiet(struct chk *k, const struct cf_item *q, uint64_t snap)
 {
 	struct stamp cur;
 	uint64_t h = cf_hash(q->ns, q->id);
+	struct cslot *sl;
 	chk_get(k, h, &cur);
+	sl = cache_slot(k, h);
+	if (sl->last > snap || (sl->last == 0 && snap < k->chunk_pos) || snap == 0) {
+		/* M's oplog shows it written after the transaction began (or this
+		 * chunk cannot tell): the transaction found nothing to do against
+		 * a state that was changing under it — re-derive */
+		chk_rederive(k, q->ns, q->id, NULL, NULL);
+		return;
+	}
 	if (!stamp_is_zero(&cur) && stamp_cmp(&q->late, &cur) < 0)
-		chk_rederive(k, q->ns, q->id, &q->late, &cur);
+		chk_rederive(k, q->ns, q->id, q->folded ? NULL : &q->late, q->folded ? NULL : &cur);
 	else if (stamp_cmp(&q->late, &cur) > 0)
 		chk_set(k, h, &q->late);
 }
@@ -1218,6 +1240,7 @@ static int chk_flush(struct chk *k, uint64_t pos)
 	k->ncached = 0;
 	k->ndirty = 0;
 	k->chunk_at = 0;
+	k->chunk_pos = pos;
 	if (++k->gen == 0)
 		k->gen = 1;
 	if (rc == 0) {
@@ -1249,6 +1272,7 @@ static void *checker_main(void *arg)
 	k.vals = calloc(CHK_OPS, sizeof *k.vals);
 	k.cache = calloc(CACHE_SLOTS, sizeof *k.cache);
 	k.gen = 1;
+	k.chunk_pos = 0;
 	if (!k.ops || !k.keys || !k.vals || !k.cache) {
 		log_warnx("conflict checker of '%s': out of memory", c->name);
 		goto out;
@@ -1258,6 +1282,7 @@ static void *checker_main(void *arg)
 	if (jnl_kv_get(c->j, JNL_KV_DOCSTAMP, key, sizeof key, v, sizeof v, NULL) == 0)
 		for (int i = 0; i < 8; i++)
 			pos = pos << 8 | v[i];
+	k.chunk_pos = pos;
 	while (!atomic_load(&c->quit) && !*c->stop) {
 		struct jnl_source src;
 		struct jnl_reader *r;
@@ -1328,7 +1353,7 @@ static void *checker_main(void *arg)
 			for (size_t i = 0; i < k.nrefs; i++)
 				chk_op(&k, &k.refs[i]);
 			for (size_t i = 0; k.have_echo && i < k.echo.nquiet; i++)
-				chk_quiet(&k, &k.echo.quiet[i]);
+				chk_quiet(&k, &k.echo.quiet[i], k.echo.snap);
 			if (k.have_echo)
 				echo_free(&k.echo);
 			k.have_echo = 0;

@@ -41,6 +41,7 @@ struct cf_item {
 	char ns[LINK_NS_MAX];
 	bson_t *id;                /* {_id: v}, owned */
 	struct stamp late, newer;
+	int folded;                /* (echo records) a re-derivation's result */
 };
 
 /* One document to re-derive: in NS, ID, CURRENT (NULL: absent on M) is
@@ -82,8 +83,12 @@ struct cf_echo_doc {
 	const bson_t *id;          /* document): the checker raises it at the echo */
 };
 /* Before a commit: the documents a transaction with marker nonce NONCE
- * writes or was given. */
-void cf_echo_put(struct cf *c, int64_t nonce, const struct cf_echo_doc *docs, size_t n);
+ * writes or was given.  SNAP: cf_journal_pos() before the transaction
+ * started — a document it wrote nothing to but that M's oplog shows written
+ * after SNAP was changed under the transaction: the checker re-derives it. */
+void cf_echo_put(struct cf *c, int64_t nonce, uint64_t snap, const struct cf_echo_doc *docs, size_t n);
+/* The last ts of M the journal holds (0 when M is not captured here). */
+uint64_t cf_journal_pos(struct cf *c);
 /* After a commit: raises known(M, d) of the documents written. */
 void cf_applied(struct cf *c, const uint64_t *h, const struct stamp *st, size_t n);
 

@@ -36,8 +36,8 @@ Environment: MMM_CONFLICT_RUNS (default 20), MMM_CONFLICT_SECS (5),
 MMM_CONFLICT_SEED (first seed, 1), MMM_CONFLICT_RATE (operations per
 second per thread, default 25; 0 = as fast as they go),
 MMM_CONFLICT_DRAIN (seconds a run may take to drain, 30),
-MMM_CONFLICT_BUDGET (seconds for the whole file; runs that would start after
-it are counted as failed, 300).
+MMM_CONFLICT_BUDGET (seconds the file should take, 300: past it, a note says
+so; every run still runs, as timing never fails a test).
 """
 import os
 import sys
@@ -71,14 +71,14 @@ def main():
     r = random_run(1000 + SEED, 2, min(SECS, 3.0), conflicts=False, owned=True, rate=RATE, drain_timeout=DRAIN)
     print(line(r, "control (apply.conflicts false, each thread owns its documents on one master)"), flush=True)
     ck.check(r["ok"], "control run: the harness's own workload without conflicts did not converge (seed %d)" % r["seed"])
-    total, failed, missing = 0, [], False
+    total, failed, missing, over = 0, [], False, False
     for i in range(RUNS):
         seed = SEED + i
         n = 2 if seed % 2 else 3
-        if time.monotonic() - t0 > BUDGET:
-            ck.check(False, "seed %d, %d masters: not run, the file's %d s are spent" % (seed, n, BUDGET))
-            failed.append(seed)
-            continue
+        if time.monotonic() - t0 > BUDGET and not over:
+            # (timing never fails a test: a slow machine only takes longer)
+            print("NOTE: past the file's %d s budget at seed %d; running the rest anyway" % (BUDGET, seed), flush=True)
+            over = True
         try:
             r = random_run(seed, n, SECS, conflicts=True, rate=RATE, drain_timeout=DRAIN)
         except Exception as e:  # noqa: BLE001

@@ -58,7 +58,7 @@ struct docstate {
 	/* write order (conflict.h) */
 	int looked;            /* known_st is loaded */
 	struct stamp known_st; /* the newest write the destination holds */
-	struct stamp hi;       /* the newest op of the batch on it */
+	struct stamp hi, lo;   /* the newest and the oldest op of the batch on it */
 	int rederive;          /* a late op (or a queued re-derivation): fold it from the journal */
 	struct stamp fold_max, base;
 	struct stamp horizon;  /* the newest write it holds or is given (conflict.h) */
@@ -718,6 +718,8 @@ static int order_op(struct pair *p, struct docstate *d, struct tr_op *op)
 	}
 	if (stamp_cmp(&op->st, &d->hi) > 0)
 		d->hi = op->st;
+	if (stamp_is_zero(&d->lo) || stamp_cmp(&op->st, &d->lo) < 0)
+		d->lo = op->st;
 	if (stamp_cmp(&op->st, &d->horizon) > 0)
 		d->horizon = op->st;
 	if (c < 0) {
@@ -868,6 +870,7 @@ static void echo_record(struct worker *w)
 			continue;      /* (only skipped ops: nothing new) */
 		e[n].h = d->key;
 		e[n].st = d->rederive ? d->fold_max : d->hi;
+		e[n].lo = d->rederive ? d->fold_max : d->lo;
 		e[n].folded = d->rederive;
 		e[n].ns = written ? NULL : d->ns;
 		e[n].id = written ? NULL : d->id;

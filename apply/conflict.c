@@ -28,7 +28,7 @@ struct echo {
 	uint64_t snap;             /* M's journal position before the transaction */
 	size_t n;
 	uint64_t *h;
-	struct stamp *st;
+	struct stamp *st, *lo;     /* per document: the newest and the oldest write given */
 	char *folded;
 	struct cf_item *quiet;     /* documents given but not written (ns, id, late = stamp) */
 	size_t nquiet;
@@ -291,6 +291,7 @@ static void echo_free(struct echo *e)
 {
 	free(e->h);
 	free(e->st);
+	free(e->lo);
 	free(e->folded);
 	for (size_t i = 0; i < e->nquiet; i++)
 		cf_item_free(&e->quiet[i]);
@@ -433,9 +434,10 @@ void cf_echo_put(struct cf *c, int64_t nonce, uint64_t snap, const struct cf_ech
 		nq += docs[i].id != NULL;
 	e.h = malloc(n * sizeof *e.h);
 	e.st = malloc(n * sizeof *e.st);
+	e.lo = malloc(n * sizeof *e.lo);
 	e.folded = malloc(n);
 	e.quiet = nq ? calloc(nq, sizeof *e.quiet) : NULL;
-	if (!e.h || !e.st || !e.folded || (nq && !e.quiet)) {
+	if (!e.h || !e.st || !e.lo || !e.folded || (nq && !e.quiet)) {
 		echo_free(&e);
 		return;
 	}
@@ -444,12 +446,14 @@ void cf_echo_put(struct cf *c, int64_t nonce, uint64_t snap, const struct cf_ech
 			struct cf_item *q = &e.quiet[e.nquiet++];
 			snprintf(q->ns, sizeof q->ns, "%s", docs[i].ns);
 			q->id = bson_copy(docs[i].id);
-			q->late = docs[i].st;
+			q->late = stamp_is_zero(&docs[i].lo) ? docs[i].st : docs[i].lo;
+			q->newer = docs[i].st;
 			q->folded = docs[i].folded;
 			continue;
 		}
 		e.h[e.n] = docs[i].h;
 		e.st[e.n] = docs[i].st;
+		e.lo[e.n] = stamp_is_zero(&docs[i].lo) ? docs[i].st : docs[i].lo;
 		e.folded[e.n++] = (char)docs[i].folded;
 	}
 	pthread_mutex_lock(&c->mu);
@@ -1125,12 +1129,14 @@ static void chk_op(struct chk *k, const struct opref *ref)
 		if (!k->have_echo || i == k->echo.n) {
 			/* apply's write without its record (a restart): re-derive to be sure */
 			chk_rederive_op(k, ref, NULL, NULL);
-		} else if (!stamp_is_zero(&cur) && stamp_cmp(&k->echo.st[i], &cur) < 0) {
-			/* apply's write landed after a newer local one it did not see */
+		} else if (!stamp_is_zero(&cur) &&
+		    stamp_cmp(k->echo.folded[i] ? &k->echo.st[i] : &k->echo.lo[i], &cur) < 0) {
+			/* apply's write (or one of the writes its transaction folded
+			 * in place) landed after a newer one it did not see */
 			if (k->echo.folded[i])
 				chk_rederive_op(k, ref, NULL, NULL);
 			else
-				chk_rederive_op(k, ref, &k->echo.st[i], &cur);
+				chk_rederive_op(k, ref, &k->echo.lo[i], &cur);
 		} else if (stamp_cmp(&k->echo.st[i], &cur) > 0) {
 			chk_set(k, h, &k->echo.st[i]);
 		}
@@ -1153,10 +1159,10 @@ static void chk_quiet(struct chk *k, const struct cf_item *q, uint64_t snap)
 		chk_rederive(k, q->ns, q->id, NULL, NULL);
 		return;
 	}
-	if (!stamp_is_zero(&cur) && stamp_cmp(&q->late, &cur) < 0)
+	if (!stamp_is_zero(&cur) && stamp_cmp(q->folded ? &q->newer : &q->late, &cur) < 0)
 		chk_rederive(k, q->ns, q->id, q->folded ? NULL : &q->late, q->folded ? NULL : &cur);
-	else if (stamp_cmp(&q->late, &cur) > 0)
-		chk_set(k, h, &q->late);
+	else if (stamp_cmp(&q->newer, &cur) > 0)
+		chk_set(k, h, &q->newer);
 }
 
 /* The nonce `n` apply put in the marker op of an echo transaction, or 0. */

@@ -40,7 +40,7 @@ struct cf;
 struct cf_item {
 	char ns[LINK_NS_MAX];
 	bson_t *id;                /* {_id: v}, owned */
-	struct stamp late, newer;
+	struct stamp late, newer;  /* (echo records: the oldest and the newest write given) */
 	int folded;                /* (echo records) a re-derivation's result */
 };
 
@@ -78,6 +78,7 @@ int64_t cf_nonce(struct cf *c);
 struct cf_echo_doc {
 	uint64_t h;
 	struct stamp st;           /* the newest write it now holds */
+	struct stamp lo;           /* the oldest write the transaction gave it (zero: none) */
 	int folded;                /* a re-derivation's result */
 	const char *ns;            /* with ID: nothing was written (an update that found no */
 	const bson_t *id;          /* document): the checker raises it at the echo */

@@ -882,6 +882,7 @@ int cf_rederive(struct cf *c, struct cf_doc *docs, size_t n)
 #define CACHE_SLOTS   65536
 #define CHUNK_DOCS    (CACHE_SLOTS / 4)   /* write the chunk after an entry beyond this */
 #define CHUNK_MAX_MS  500
+#define RECENT_SLOTS  (1u << 21)   /* 16 MB: a slot shared with a document written meanwhile costs a needless re-derivation */
 
 struct cslot {
 	uint64_t h;
@@ -909,6 +910,9 @@ struct chk {
 	size_t ncached, ndirty;
 	int64_t chunk_at;          /* when the chunk got its first change (0: none) */
 	uint64_t chunk_pos;        /* M's position where the chunk (its cache) starts */
+	uint64_t *recent;          /* RECENT_SLOTS: by document hash, the ts of M's last entry
+	                              writing it or a document sharing the slot (lossy, kept
+	                              across chunks) */
 	uint64_t prev_pos;         /* the position before the entry being read */
 	struct opref *refs;        /* the entry's CRUD ops (parsed once) */
 	size_t nrefs, caprefs;
@@ -1116,6 +1120,7 @@ static void chk_op(struct chk *k, const struct opref *ref)
 
 	chk_get(k, h, &cur);
 	cache_slot(k, h)->last = k->e->ts;
+	k->recent[h & (RECENT_SLOTS - 1)] = k->e->ts;
 	if (k->local) {
 		stamp_of(&s, k->wall, k->c->m, k->e->ts, kk);
 		if (!stamp_is_zero(&cur) && stamp_cmp(&s, &cur) < 0 && memcmp(cur.origin, k->c->m, 16) != 0) {
@@ -1152,10 +1157,13 @@ static void chk_quiet(struct chk *k, const struct cf_item *q, uint64_t snap)
 	struct cslot *sl;
 	chk_get(k, h, &cur);
 	sl = cache_slot(k, h);
-	if (sl->last > snap || (sl->last == 0 && snap < k->chunk_pos) || snap == 0) {
-		/* M's oplog shows it written after the transaction began (or this
-		 * chunk cannot tell): the transaction found nothing to do against
-		 * a state that was changing under it — re-derive */
+	(void)sl;
+	if (k->recent[h & (RECENT_SLOTS - 1)] > snap || snap == 0) {
+		/* M's oplog shows it (or a document sharing its slot) written after
+		 * the transaction began: the transaction found nothing to do
+		 * against a state that may have changed under it — re-derive.
+		 * (Every entry after SNAP was read before this echo, so a slot
+		 * older than SNAP proves the document was not written since.) */
 		chk_rederive(k, q->ns, q->id, NULL, NULL);
 		return;
 	}
@@ -1277,9 +1285,10 @@ static void *checker_main(void *arg)
 	k.keys = calloc(CHK_OPS, sizeof *k.keys);
 	k.vals = calloc(CHK_OPS, sizeof *k.vals);
 	k.cache = calloc(CACHE_SLOTS, sizeof *k.cache);
+	k.recent = calloc(RECENT_SLOTS, sizeof *k.recent);
 	k.gen = 1;
 	k.chunk_pos = 0;
-	if (!k.ops || !k.keys || !k.vals || !k.cache) {
+	if (!k.ops || !k.keys || !k.vals || !k.cache || !k.recent) {
 		log_warnx("conflict checker of '%s': out of memory", c->name);
 		goto out;
 	}
@@ -1388,6 +1397,7 @@ out:
 	free(k.keys);
 	free(k.vals);
 	free(k.cache);
+	free(k.recent);
 	free(k.want);
 	free(k.refs);
 	free(k.rd);
